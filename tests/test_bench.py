@@ -1,0 +1,185 @@
+"""The timing harness, the peak, the provenance record, result files and the CLI."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from microgpt_lib import bench
+
+
+def test_measure_reports_median_min_max_of_repeats():
+    calls = []
+    t = bench.measure(lambda: calls.append(1), warmup=2, repeats=5)
+    assert len(calls) == 2 + 5
+    assert t.repeats == 5 and t.number == 1 and len(t.times_s) == 5
+    assert t.min_s <= t.median_s <= t.max_s
+    assert t.median_s == sorted(t.times_s)[2]
+
+
+def test_measure_uses_the_given_clock():
+    ticks = iter(range(0, 1000, 1))  # each reading advances one "second"
+    t = bench.measure(lambda: None, warmup=0, repeats=3, timer=lambda: next(ticks))
+    assert t.median_s == t.min_s == t.max_s == 1.0
+
+
+def test_measure_min_time_loops_fast_calls():
+    t = bench.measure(lambda: None, repeats=3, min_time=0.005)
+    assert t.number > 100  # an empty call needs many repeats to fill 5 ms
+    assert t.median_s < 1e-5
+
+
+def test_measure_calls_sync_around_every_sample():
+    events = []
+    bench.measure(lambda: events.append("call"), warmup=1, repeats=2, sync=lambda: events.append("sync"))
+    # warm-up, then (sync, call, sync) per sample: the clock never runs across unfinished work
+    assert events == ["call", "sync", "sync", "call", "sync", "sync", "call", "sync"]
+
+
+def test_measure_timing_is_plausible():
+    t = bench.measure(lambda: time.sleep(0.01), warmup=0, repeats=3)
+    assert 0.009 < t.median_s < 0.2
+
+
+@pytest.mark.parametrize("kwargs, message", [({"repeats": 0}, "repeats"), ({"warmup": -1}, "warmup")])
+def test_measure_rejects_bad_counts(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bench.measure(lambda: None, **kwargs)
+
+
+def test_flop_arithmetic():
+    assert bench.matmul_flops(2, 3, 4) == 48
+    assert bench.gflops(2e9, 2.0) == 1.0
+    assert bench.percent_of_peak(25.0, 50.0) == 50.0
+
+
+def test_measured_peak_is_positive_and_float32_is_faster():
+    p64 = bench.measure_peak("float64", threads=1, seconds=0.02)
+    p32 = bench.measure_peak("float32", threads=1, seconds=0.02)
+    assert p64["source"] == "measured" and p64["dtype"] == "float64"
+    assert p64["per_core_gflops"] > 1.0
+    # twice as many float32 lanes per vector register; allow for noise on a shared machine
+    assert p32["per_core_gflops"] > 1.2 * p64["per_core_gflops"]
+
+
+def test_measure_peak_rejects_unknown_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        bench.measure_peak("int8")
+
+
+def test_hardware_record_has_the_provenance_fields():
+    hw = bench.hardware_info()
+    for key in ("date", "os", "python", "cpu", "blas", "numba", "torch"):
+        assert key in hw, key
+    assert hw["cpu"]["logical_cores"] >= 1
+    assert hw["cpu"]["model"]
+    assert hw["blas"]["numpy"] == np.__version__
+    assert hw["blas"]["blas_name"]
+    json.dumps(hw)  # must be storable as is
+
+
+def test_cache_sizes_are_parsed():
+    assert bench._parse_size("32K") == 32 * 1024
+    assert bench._parse_size("1024K") == 1 << 20
+    assert bench._parse_size("2 MiB") == 2 << 20
+    assert bench._parse_size("nonsense") is None
+    caches = bench.cpu_info()["caches"]
+    assert all(isinstance(v, int) and v > 0 for v in caches.values())
+
+
+def test_machine_name_is_file_safe():
+    name = bench.machine_name({"cpu": {"model": "Intel(R) Core(TM) i7-1185G7 @ 3.00GHz", "logical_cores": 8}})
+    assert name == "intel-core-i7-1185g7-8-cores"
+    name = bench.machine_name({"cpu": {"model": "Apple M4 Max", "logical_cores": 16}, "gpu": "Apple GPU (Metal, arm64)"})
+    assert name.startswith("apple-m4-max-16-cores-apple-gpu")
+
+
+def _result():
+    rows = [{"kernel": "numpy", "family": "blas", "n": 4, "dtype": "float64", "threads": 1,
+             "median_s": 1e-6, "min_s": 9e-7, "max_s": 2e-6, "gflops": np.float64(0.128)}]
+    return bench.make_result("matmul-intro", rows, command="test", hardware={"cpu": {"model": "X", "logical_cores": 1}})
+
+
+def test_json_round_trip(tmp_path):
+    path = bench.save_results(_result(), tmp_path / "r.json")
+    again = bench.load_results(path)
+    assert again["suite"] == "matmul-intro" and again["command"] == "test"
+    assert again["rows"][0]["suite"] == "matmul-intro"
+    assert again["rows"][0]["gflops"] == pytest.approx(0.128)  # numpy scalar stored as a number
+    assert not list(tmp_path.glob("*.tmp"))  # the atomic write left nothing behind
+
+
+def test_csv_has_one_line_per_row(tmp_path):
+    path = bench.save_results(_result(), tmp_path / "r.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("suite,kernel,family,n,dtype,threads,median_s")
+    assert len(lines) == 2
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = bench.save_results(_result(), tmp_path / "r.json")
+    before = path.read_text()
+    bad = _result()
+    bad["rows"][0]["gflops"] = object()  # cannot be stored
+    with pytest.raises(TypeError, match="cannot store"):
+        bench.save_results(bad, path)
+    assert path.read_text() == before
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("content, message", [("{", "not a valid result file"),
+                                              ('{"suite": "x"}', "missing"),
+                                              ('{"schema": 99, "suite": "x", "hardware": {}, "rows": [], "command": ""}', "schema")])
+def test_load_results_rejects_bad_files(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        bench.load_results(path)
+
+
+def test_recorded_results_finds_files_by_suite(tmp_path):
+    bench.save_results(_result(), bench.recorded_path("machine-a", "matmul-intro", tmp_path))
+    bench.save_results(_result(), bench.recorded_path("machine-b", "matmul-intro", tmp_path))
+    found = bench.recorded_results("matmul-intro", tmp_path)
+    assert [r["path"].split("/")[-1] for r in found] == ["machine-a--matmul-intro.json", "machine-b--matmul-intro.json"]
+    assert bench.recorded_results("peak", tmp_path) == []
+
+
+def test_committed_results_are_valid():
+    for path in sorted(bench.RESULTS_DIR.glob("*.json")):
+        result = bench.load_results(path)
+        machine, _, suite = path.stem.partition("--")
+        assert result["suite"] == suite and result["machine"] == machine, path.name
+        assert result["rows"], path.name
+        assert result["command"].startswith("python -m microgpt_lib.bench"), path.name
+
+
+def test_naive_matmul_matches_numpy_and_checks_shapes():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((5, 3)), rng.standard_normal((3, 4))
+    np.testing.assert_allclose(bench.naive_matmul(a.tolist(), b.tolist()), a @ b, rtol=1e-12)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        bench.naive_matmul(a.tolist(), a.tolist())
+
+
+def test_cli_writes_a_result_file(tmp_path, capsys):
+    out = tmp_path / "x.json"
+    bench.main(["matmul-intro", "--sizes", "4", "8", "--repeats", "2", "--out", str(out)])
+    result = bench.load_results(out)
+    assert result["command"] == f"python -m microgpt_lib.bench matmul-intro --sizes 4 8 --repeats 2 --out {out}"
+    assert {(r["kernel"], r["n"]) for r in result["rows"]} == {(k, n) for k in ("python-ijk", "numpy") for n in (4, 8)}
+    for row in result["rows"]:
+        for key in ("suite", "kernel", "family", "n", "dtype", "threads", "median_s", "min_s", "max_s", "gflops"):
+            assert key in row, key
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_rejects_an_unknown_suite_listing_the_suites():
+    with pytest.raises(SystemExit, match="unknown suite 'nope'; the suites are: .*matmul-intro.*peak"):
+        bench.main(["nope"])
+
+
+def test_every_registered_suite_resolves():
+    for name in bench.SUITES:
+        assert callable(bench.resolve_suite(name)), name
