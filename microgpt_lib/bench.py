@@ -508,6 +508,7 @@ def _blas_threads() -> int | None:
 SUITES: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]] | str] = {
     "peak": suite_peak,
     "matmul-intro": suite_matmul_intro,
+    "scalar-gpt": "microgpt_lib.scalar_gpt:suite_scalar_gpt",
     "blas": "microgpt_lib.blas:suite_blas",
     "gpu": "microgpt_lib.device:suite_gpu",
 }
@@ -551,6 +552,8 @@ def format_rows(rows: Iterable[dict[str, Any]]) -> str:
         columns += [c for c in row if c not in columns and c not in ("suite", "times_s")]
 
     def cell(v: Any) -> str:
+        if isinstance(v, (list, dict)):  # a stored series (e.g. a loss curve): its length, not its values
+            return f"[{len(v)} values]"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     table = [columns] + [[cell(row.get(c, "")) for c in columns] for row in rows]

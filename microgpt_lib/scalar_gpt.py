@@ -1,0 +1,620 @@
+"""A GPT made of scalars: Karpathy's microgpt on ``autograd.Value``, then as fast as pure Python gets.
+
+    ScalarGPT                    the weights as Values, in a GPTParams container
+    gpt(model, token, pos, keys, values, ops)   one position's forward, with a KV cache
+    document_loss(model, tokens, ops)           mean next-token cross-entropy over one document
+    PLAIN, FAST (Ops)            the same model built from two kinds of graph nodes:
+        plain: linear, rmsnorm, softmax, attention_head, cross_entropy, mean
+               binary-op nodes, as micrograd builds them (~59k nodes for a name)
+        fast:  linear_fused, rmsnorm_fused, attention_head_fused, cross_entropy_fused, mean_fused
+               one node per dot product / softmax output / loss, with hand-derived local
+               gradients stored in the forward pass (~20x fewer nodes), and no garbage collection
+    Adam                         microgpt's optimizer on Values (zeroes the gradients it used)
+    train_step, train, sample    one timed step, the loop (tqdm), names at a temperature
+    graph_size, GCMeter          what a step builds, and what the garbage collector costs
+    suite_scalar_gpt             bench suite "scalar-gpt": both implementations side by side
+
+Command line:  python -m microgpt_lib.scalar_gpt [--steps N] [--data FILE] [--seed S]
+               [--impl fast|plain] [--samples K] [--temperature T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import random
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from operator import mul
+from typing import Any, Callable, ContextManager, Sequence
+
+from .autograd import Value, paused_gc, topological_order
+from .config import GPTConfig, GPTParams, TrainConfig, init_weights, param_shapes
+from .data import CharTokenizer, load_documents, load_names, shuffled
+
+Vector = list[Value]
+Matrix = list[list[Value]]
+
+
+# --------------------------------------------------------------------------------------------
+# the model's weights
+
+
+@dataclass
+class ScalarGPT:
+    """A GPT whose every weight is one ``Value``; ``parameters()`` lists them in one fixed order."""
+
+    config: GPTConfig
+    params: GPTParams[Matrix]
+    _flat: list[Value] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._flat = [p for _, matrix in self.params.named_parameters() for row in matrix for p in row]
+
+    @classmethod
+    def from_weights(cls, config: GPTConfig, weights: GPTParams[list[list[float]]]) -> ScalarGPT:
+        """Wrap plain floats (e.g. ``init_weights(config, seed)``) in fresh Values."""
+        for (name, matrix), (_, (rows, cols)) in zip(weights.named_parameters(),
+                                                     param_shapes(config).named_parameters()):
+            if len(matrix) != rows or any(len(row) != cols for row in matrix):
+                raise ValueError(f"weights[{name!r}] should be {rows} x {cols} for this config")
+        if len(weights.layers) != config.n_layer:
+            raise ValueError(f"weights have {len(weights.layers)} layers, the config says {config.n_layer}")
+        return cls(config, weights.map(lambda m: [[Value(float(w)) for w in row] for row in m]))
+
+    @classmethod
+    def init(cls, config: GPTConfig, seed: int = 42) -> ScalarGPT:
+        """Weights ~ N(0, config.init_std) from ``seed``: the same numbers every run."""
+        return cls.from_weights(config, init_weights(config, seed))
+
+    def parameters(self) -> list[Value]:
+        return self._flat
+
+    def weights(self) -> GPTParams[list[list[float]]]:
+        """A snapshot of the weights as plain floats."""
+        return self.params.map(lambda m: [[p.data for p in row] for row in m])
+
+    def gradients(self) -> list[float]:
+        return [p.grad for p in self._flat]
+
+
+# --------------------------------------------------------------------------------------------
+# plain: microgpt's building blocks, one binary-op Value node per + and *
+
+
+def linear(x: Vector, w: Matrix) -> Vector:
+    """y = W x: one dot product per row, built from Value * and + (2 new nodes per term)."""
+    return [sum(wi * xi for wi, xi in zip(row, x)) for row in w]
+
+
+def softmax(logits: Vector) -> Vector:
+    """exp(x - max) / sum: subtracting the max keeps exp from overflowing (and changes nothing)."""
+    max_val = max(v.data for v in logits)
+    exps = [(v - max_val).exp() for v in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def rmsnorm(x: Vector, eps: float) -> Vector:
+    """x / sqrt(mean(x^2) + eps): unit root-mean-square, no learned gain."""
+    ms = sum(xi * xi for xi in x) / len(x)
+    scale = (ms + eps) ** -0.5
+    return [xi * scale for xi in x]
+
+
+def attention_head(q: Vector, keys: list[Vector], values: list[Vector]) -> Vector:
+    """One head at one position: softmax(q . k_t / sqrt(d)) over the cached positions, then
+    the weighted sum of their values. The cache holds only positions <= now: that is the mask."""
+    d = len(q)
+    logits = [sum(q[j] * k[j] for j in range(d)) / d ** 0.5 for k in keys]
+    weights = softmax(logits)
+    return [sum(weights[t] * values[t][j] for t in range(len(values))) for j in range(d)]
+
+
+def cross_entropy(logits: Vector, target: int) -> Value:
+    """-log p(target): the surprise of the right answer."""
+    return -softmax(logits)[target].log()
+
+
+def mean(xs: Vector) -> Value:
+    return (1 / len(xs)) * sum(xs)
+
+
+# --------------------------------------------------------------------------------------------
+# fast: fused nodes. Each computes its output from plain floats and stores d(output)/d(input)
+# for every input as it goes, so backward is the same loop over (child, local grad) pairs as
+# for a + or a *: the graph just has far fewer nodes (and the floats never become Values).
+
+
+def softmax_floats(xs: Sequence[float]) -> list[float]:
+    """softmax on plain floats (the fused nodes' forward pass and sampling use it)."""
+    top = max(xs)
+    exps = [math.exp(x - top) for x in xs]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def linear_fused(x: Vector, w: Matrix) -> Vector:
+    """y = W x with one node per output: children (row, x), local grads (x, row).
+
+    d(w . x)/d(w_i) = x_i and d(w . x)/d(x_i) = w_i: the two halves of a dot product's
+    gradient are each other's data.
+    """
+    xs = tuple(x)
+    xd = [v.data for v in xs]
+    out = []
+    for row in w:
+        wd = [p.data for p in row]
+        out.append(Value(sum(map(mul, wd, xd)), (*row, *xs), (*xd, *wd)))
+    return out
+
+
+def rmsnorm_fused(x: Vector, eps: float) -> Vector:
+    """RMSNorm as one ``scale`` node (s = (mean(x^2) + eps)^-1/2, ds/dx_j = -s^3 x_j / n) and
+    one product per element: 3n edges. (Fusing all n outputs would need n^2.)"""
+    xd = [v.data for v in x]
+    n = len(xd)
+    s = (sum(map(mul, xd, xd)) / n + eps) ** -0.5
+    c = -s * s * s / n
+    scale = Value(s, tuple(x), tuple([c * xj for xj in xd]))
+    return [Value(xj * s, (v, scale), (s, xj)) for v, xj in zip(x, xd)]
+
+
+def attention_head_fused(q: Vector, keys: list[Vector], values: list[Vector]) -> Vector:
+    """One head with no node for the attention weights at all.
+
+    score_t = q . k_t / sqrt(d) is one node (children q and k_t). The softmax weights w_t stay
+    floats: output j = sum_t w_t v_tj is one node whose children are the scores and the v_tj,
+    with d(out_j)/d(score_t) = w_t (v_tj - out_j) and d(out_j)/d(v_tj) = w_t.
+    """
+    root_d = len(q) ** 0.5
+    qs = tuple(q)
+    qd = [v.data for v in qs]
+    d_score_d_k = [x / root_d for x in qd]
+    scores = []
+    for k in keys:
+        kd = [v.data for v in k]
+        scores.append(Value(sum(map(mul, qd, kd)) / root_d, (*qs, *k), (*[x / root_d for x in kd], *d_score_d_k)))
+    weights = softmax_floats([s.data for s in scores])
+    out = []
+    for j in range(len(q)):
+        vj = [v[j] for v in values]
+        vd = [v.data for v in vj]
+        o = sum(map(mul, weights, vd))
+        out.append(Value(o, (*scores, *vj), (*[w * (v - o) for w, v in zip(weights, vd)], *weights)))
+    return out
+
+
+def cross_entropy_fused(logits: Vector, target: int) -> Value:
+    """-log softmax(logits)[target] as one node: d(loss)/d(logit_j) = p_j - [j == target]."""
+    p = softmax_floats([v.data for v in logits])
+    loss = -math.log(p[target])
+    p[target] -= 1.0
+    return Value(loss, tuple(logits), tuple(p))
+
+
+def mean_fused(xs: Vector) -> Value:
+    n = len(xs)
+    return Value(sum(v.data for v in xs) / n, tuple(xs), (1.0 / n,) * n)
+
+
+# --------------------------------------------------------------------------------------------
+# the model, written once over either set of building blocks
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The building blocks one implementation builds its graph from."""
+
+    name: str
+    linear: Callable[[Vector, Matrix], Vector]
+    rmsnorm: Callable[[Vector, float], Vector]
+    attention_head: Callable[[Vector, list[Vector], list[Vector]], Vector]
+    cross_entropy: Callable[[Vector, int], Value]
+    mean: Callable[[Vector], Value]
+    pause_gc: bool  # run each step with the cyclic garbage collector off (see gc_paused)
+
+
+PLAIN = Ops("plain", linear, rmsnorm, attention_head, cross_entropy, mean, pause_gc=False)
+FAST = Ops("fast", linear_fused, rmsnorm_fused, attention_head_fused, cross_entropy_fused, mean_fused,
+           pause_gc=True)
+IMPLEMENTATIONS = {"plain": PLAIN, "fast": FAST}
+
+
+def get_ops(impl: str | Ops) -> Ops:
+    if isinstance(impl, Ops):
+        return impl
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}, got {impl!r}")
+    return IMPLEMENTATIONS[impl]
+
+
+def gpt(model: ScalarGPT, token_id: int, pos_id: int, keys: list[list[Vector]], values: list[list[Vector]],
+        ops: Ops = FAST) -> Vector:
+    """The logits for the token after ``token_id`` at position ``pos_id``.
+
+    ``keys[layer]`` / ``values[layer]`` are the KV cache: every earlier position's key and
+    value vectors. This call appends its own, so attention sees positions 0..pos_id and no
+    later one (the causal mask is simply that the future is not in the cache yet).
+    """
+    cfg, p = model.config, model.params
+    hd, eps = cfg.head_dim, cfg.norm_eps
+    x = [t + q for t, q in zip(p.wte[token_id], p.wpe[pos_id])]  # what the token is + where it is
+    x = ops.rmsnorm(x, eps)
+    for layer, layer_keys, layer_values in zip(p.layers, keys, values):
+        # 1) attention: the one place where a position looks at earlier positions
+        residual = x
+        x = ops.rmsnorm(x, eps)
+        q = ops.linear(x, layer.attn_wq)
+        layer_keys.append(ops.linear(x, layer.attn_wk))
+        layer_values.append(ops.linear(x, layer.attn_wv))
+        x_attn: Vector = []
+        for hs in range(0, cfg.n_embd, hd):
+            x_attn.extend(ops.attention_head(q[hs:hs + hd], [k[hs:hs + hd] for k in layer_keys],
+                                             [v[hs:hs + hd] for v in layer_values]))
+        x = ops.linear(x_attn, layer.attn_wo)
+        x = [a + b for a, b in zip(x, residual)]
+        # 2) MLP: 4x wider, ReLU, back down; each position on its own
+        residual = x
+        x = ops.rmsnorm(x, eps)
+        x = [h.relu() for h in ops.linear(x, layer.mlp_fc1)]
+        x = ops.linear(x, layer.mlp_fc2)
+        x = [a + b for a, b in zip(x, residual)]
+    return ops.linear(x, p.lm_head)
+
+
+def new_cache(config: GPTConfig) -> tuple[list[list[Vector]], list[list[Vector]]]:
+    """An empty KV cache: per layer, a list of key (value) vectors, one per position seen."""
+    return [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+
+
+def document_loss(model: ScalarGPT, tokens: Sequence[int], ops: Ops | str = FAST) -> Value:
+    """Mean cross-entropy of predicting tokens[1:] from tokens[:-1] (at most block_size of them)."""
+    ops = get_ops(ops)
+    cfg = model.config
+    if len(tokens) < 2:
+        raise ValueError(f"a document needs at least 2 tokens (BOS, ..., BOS), got {len(tokens)}")
+    bad = [t for t in tokens if not (isinstance(t, int) and 0 <= t < cfg.vocab_size)]
+    if bad:
+        raise ValueError(f"token ids must be ints in [0, {cfg.vocab_size}), got {bad[0]!r}")
+    n = min(cfg.block_size, len(tokens) - 1)
+    keys, values = new_cache(cfg)
+    losses = [ops.cross_entropy(gpt(model, tokens[pos], pos, keys, values, ops), tokens[pos + 1])
+              for pos in range(n)]
+    return ops.mean(losses)
+
+
+# --------------------------------------------------------------------------------------------
+# optimizer, one step, the loop
+
+
+class Adam:
+    """Adam on Values, microgpt's update; the gradients it used are reset to 0 afterwards."""
+
+    def __init__(self, params: list[Value], recipe: TrainConfig = TrainConfig()):
+        self.params = params
+        self.beta1, self.beta2, self.eps = recipe.beta1, recipe.beta2, recipe.eps
+        self.m = [0.0] * len(params)  # running mean of the gradient
+        self.v = [0.0] * len(params)  # running mean of its square
+        self.t = 0
+
+    def step(self, lr: float) -> None:
+        self.t += 1
+        b1, b2, eps, m, v = self.beta1, self.beta2, self.eps, self.m, self.v
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t  # bias correction: m and v start at 0
+        for i, p in enumerate(self.params):
+            g = p.grad
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            p.data -= lr * (m[i] / c1) / ((v[i] / c2) ** 0.5 + eps)
+            p.grad = 0.0
+
+
+def gc_paused(pause: bool = True) -> ContextManager[None]:
+    """``autograd.paused_gc()`` if ``pause``, else a block that changes nothing.
+
+    Pausing the cyclic collector is safe for our graphs: a node refers only to its children,
+    never back, so there are no reference cycles and reference counting frees the whole graph
+    the moment the loss goes. The collector would only add work: every 700 new objects it walks
+    the young ones, and since the graph is still alive they survive, pile up in the oldest
+    generation, and get walked again by each full collection.
+    """
+    return paused_gc() if pause else nullcontext()
+
+
+@dataclass
+class StepStats:
+    """One training step: its loss and where its time went, in seconds."""
+
+    loss: float
+    forward_s: float  # building the graph up to the loss
+    backward_s: float  # topological order + chain rule into every .grad
+    optimizer_s: float  # Adam over 4,192 parameters (and zeroing their grads)
+    free_s: float  # dropping the graph: every node is deallocated
+
+    @property
+    def total_s(self) -> float:
+        return self.forward_s + self.backward_s + self.optimizer_s + self.free_s
+
+
+PHASES = ("forward", "backward", "optimizer", "free")
+
+
+def train_step(model: ScalarGPT, opt: Adam, tokens: Sequence[int], lr: float, ops: Ops | str = FAST,
+               pause_gc: bool | None = None) -> StepStats:
+    """Forward, backward, Adam, free: one step on one document. ``pause_gc`` overrides the ops' default."""
+    ops = get_ops(ops)
+    clock = time.perf_counter
+    with gc_paused(ops.pause_gc if pause_gc is None else pause_gc):
+        t0 = clock()
+        loss = document_loss(model, tokens, ops)
+        t1 = clock()
+        loss.backward()
+        t2 = clock()
+        opt.step(lr)
+        t3 = clock()
+        value = loss.data
+        del loss  # nothing else holds the graph: it is freed here, and that is part of the step
+        t4 = clock()
+    return StepStats(value, t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+
+
+@dataclass
+class TrainLog:
+    steps: list[StepStats]
+
+    @property
+    def losses(self) -> list[float]:
+        return [s.loss for s in self.steps]
+
+    @property
+    def median_ms(self) -> float:
+        return 1e3 * statistics.median(s.total_s for s in self.steps)
+
+
+def train(model: ScalarGPT, docs: Sequence[str], tokenizer: CharTokenizer, recipe: TrainConfig = TrainConfig(),
+          ops: Ops | str = FAST, *, progress: bool = False,
+          on_step: Callable[[int, StepStats], Any] | None = None) -> TrainLog:
+    """microgpt's loop: shuffle with recipe.seed, then one document per step, lr decaying to 0."""
+    ops = get_ops(ops)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}")
+    if not docs:
+        raise ValueError("no documents to train on")
+    from tqdm.auto import tqdm
+
+    order = shuffled(docs, recipe.seed)
+    opt = Adam(model.parameters(), recipe)
+    log = TrainLog([])
+    bar = tqdm(range(recipe.steps), desc=f"training ({ops.name})", unit="step", disable=not progress)
+    for step in bar:
+        tokens = tokenizer.encode_document(order[step % len(order)])
+        stats = train_step(model, opt, tokens, recipe.lr_at(step), ops)
+        log.steps.append(stats)
+        if progress:
+            bar.set_postfix(loss=f"{stats.loss:.4f}", refresh=False)
+        if on_step is not None:
+            on_step(step, stats)
+    bar.close()
+    return log
+
+
+def sample(model: ScalarGPT, tokenizer: CharTokenizer, count: int = 20, temperature: float = 0.5,
+           seed: int = 42) -> list[str]:
+    """Generate ``count`` documents, one token at a time, until BOS or block_size tokens.
+
+    Temperature divides the logits: below 1 sharpens the distribution (safer, blander names),
+    above 1 flattens it. Same model and seed, same names.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"count must be an int >= 0, got {count!r}")
+    cfg = model.config
+    if tokenizer.vocab_size != cfg.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size}")
+    rng = random.Random(seed)
+    ids = range(cfg.vocab_size)
+    names = []
+    with gc_paused():
+        for _ in range(count):
+            keys, values = new_cache(cfg)
+            token, out = tokenizer.bos, []
+            for pos in range(cfg.block_size):
+                logits = gpt(model, token, pos, keys, values, FAST)
+                probs = softmax_floats([v.data / temperature for v in logits])
+                token = rng.choices(ids, weights=probs)[0]
+                if token == tokenizer.bos:
+                    break
+                out.append(token)
+            names.append(tokenizer.decode(out))
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# measuring: graph size and the garbage collector
+
+
+def graph_size(root: Value) -> tuple[int, int]:
+    """(nodes, edges) of the graph behind ``root``, parameters and constants included."""
+    order = topological_order(root)
+    return len(order), sum(len(v._children) for v in order)
+
+
+class GCMeter:
+    """Counts the cyclic garbage collector's runs inside a ``with`` block, and the time they took.
+
+    Uses ``gc.callbacks``, which Python calls at the start and the end of every collection.
+    """
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]  # by generation: 0 (young) .. 2 (full)
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._start
+            self.collections[info["generation"]] += 1
+
+    def __enter__(self) -> GCMeter:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        gc.callbacks.remove(self._callback)
+
+    @property
+    def total(self) -> int:
+        return sum(self.collections)
+
+
+# --------------------------------------------------------------------------------------------
+# side by side, and the bench suite
+
+
+# (implementation, pause the collector?): each implementation as it ships, then the other GC setting
+VARIANTS = (("plain", False), ("plain", True), ("fast", True), ("fast", False))
+
+
+def gc_label(paused: bool) -> str:
+    return "paused" if paused else "enabled"
+
+
+def side_by_side(docs: Sequence[str], tokenizer: CharTokenizer, steps: int, *, seed: int = 42,
+                 variants: Sequence[tuple[str, bool]] = VARIANTS, count_nodes: bool = True) -> list[dict[str, Any]]:
+    """Train one model per variant from the same seed on the same names, interleaving them step
+    by step (so a busy machine slows them alike), and return one row per variant.
+
+    Each row: impl, gc, steps, ms_per_step (median) with median_s/min_s/max_s, the median of each
+    phase in ms, collections and GC ms per step, nodes and edges per step (mean), the losses,
+    the largest loss difference from the first variant, and the speed-up over the first variant.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    config = GPTConfig(vocab_size=tokenizer.vocab_size)
+    recipe = TrainConfig(steps=steps, seed=seed)
+    order = shuffled(docs, seed)
+    runs = []
+    for impl, paused in variants:
+        model = ScalarGPT.init(config, seed)
+        runs.append({"impl": impl, "paused": paused, "model": model, "opt": Adam(model.parameters(), recipe),
+                     "stats": [], "gc_seconds": 0.0, "gc_runs": 0})
+    sizes: dict[str, list[tuple[int, int]]] = {}
+    for step in range(steps):
+        tokens = tokenizer.encode_document(order[step % len(order)])
+        for k in range(len(runs)):  # rotate who goes first
+            run = runs[(step + k) % len(runs)]
+            with GCMeter() as meter:
+                stats = train_step(run["model"], run["opt"], tokens, recipe.lr_at(step), run["impl"], run["paused"])
+            run["stats"].append(stats)
+            run["gc_seconds"] += meter.seconds
+            run["gc_runs"] += meter.total
+        if count_nodes:
+            for impl in {impl for impl, _ in variants}:
+                with gc_paused():
+                    sizes.setdefault(impl, []).append(graph_size(document_loss(runs[0]["model"], tokens, impl)))
+    rows = []
+    reference = runs[0]
+    for run in runs:
+        totals = [s.total_s for s in run["stats"]]
+        row: dict[str, Any] = {"kind": "step", "impl": run["impl"], "gc": gc_label(run["paused"]), "steps": steps,
+                               "ms_per_step": 1e3 * statistics.median(totals),
+                               "median_s": statistics.median(totals), "min_s": min(totals), "max_s": max(totals)}
+        for phase in PHASES:
+            row[f"{phase}_ms"] = 1e3 * statistics.median(getattr(s, f"{phase}_s") for s in run["stats"])
+        row["gc_runs_per_step"] = run["gc_runs"] / steps
+        row["gc_ms_per_step"] = 1e3 * run["gc_seconds"] / steps
+        if count_nodes:
+            row["nodes_per_step"] = statistics.fmean(n for n, _ in sizes[run["impl"]])
+            row["edges_per_step"] = statistics.fmean(e for _, e in sizes[run["impl"]])
+        row["losses"] = [s.loss for s in run["stats"]]
+        row["max_loss_diff"] = max(abs(a.loss - b.loss) for a, b in zip(run["stats"], reference["stats"]))
+        row["speedup"] = statistics.median(s.total_s for s in reference["stats"]) / statistics.median(totals)
+        rows.append(row)
+    return rows
+
+
+def training_curve(docs: Sequence[str], tokenizer: CharTokenizer, recipe: TrainConfig, *, samples: int = 20,
+                   temperature: float = 0.5, progress: bool = False) -> dict[str, Any]:
+    """A full training run of the fast implementation, as one row: every step's loss, the
+    median ms per step, and names sampled at the end."""
+    model = ScalarGPT.init(GPTConfig(vocab_size=tokenizer.vocab_size), recipe.seed)
+    log = train(model, docs, tokenizer, recipe, FAST, progress=progress)
+    totals = [s.total_s for s in log.steps]
+    return {"kind": "curve", "impl": "fast", "gc": gc_label(FAST.pause_gc), "steps": recipe.steps,
+            "ms_per_step": log.median_ms, "median_s": statistics.median(totals), "min_s": min(totals),
+            "max_s": max(totals), "total_s": sum(totals), "seed": recipe.seed, "lr": recipe.lr,
+            "losses": log.losses, "temperature": temperature,
+            "samples": sample(model, tokenizer, samples, temperature, recipe.seed)}
+
+
+def suite_scalar_gpt(options: argparse.Namespace) -> list[dict[str, Any]]:
+    """The plain and the fast step side by side on the same names (with the garbage collector
+    on and off), then the fast implementation's training run of --steps steps (default 1,000,
+    microgpt's recipe; 20 with --quick), its losses and samples stored in the last row."""
+    docs = load_names()
+    tokenizer = CharTokenizer.from_documents(docs)
+    rows = side_by_side(docs, tokenizer, 3 if options.quick else 15)
+    steps = options.steps or (20 if options.quick else TrainConfig().steps)
+    rows.append(training_curve(docs, tokenizer, TrainConfig(steps=steps), progress=sys.stderr.isatty()))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m microgpt_lib.scalar_gpt",
+                                     description="Train microgpt (a GPT made of scalar Values) and sample from it.")
+    parser.add_argument("--steps", type=int, default=TrainConfig().steps, help="training steps, one document each")
+    parser.add_argument("--data", help="a text file with one document per line (default: the names dataset)")
+    parser.add_argument("--seed", type=int, default=42, help="seeds the weights, the document order and sampling")
+    parser.add_argument("--impl", choices=sorted(IMPLEMENTATIONS), default="fast", help="which step to run")
+    parser.add_argument("--samples", type=int, default=20, help="documents to sample after training")
+    parser.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (> 0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> TrainLog:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.samples < 0:
+        parser.error(f"--samples must be >= 0, got {args.samples}")
+    if not args.temperature > 0:
+        parser.error(f"--temperature must be > 0, got {args.temperature}")
+    try:
+        recipe = TrainConfig(steps=args.steps, seed=args.seed)
+        docs = load_documents(args.data) if args.data else load_names()
+        tokenizer = CharTokenizer.from_documents(docs)
+        config = GPTConfig(vocab_size=tokenizer.vocab_size)
+    except (ValueError, TypeError, OSError) as error:
+        parser.error(str(error))
+    model = ScalarGPT.init(config, recipe.seed)
+    print(f"{len(docs):,} documents | vocabulary {config.vocab_size} | {config.num_params():,} parameters | "
+          f"impl {args.impl} | {recipe.steps} steps")
+    interactive = sys.stderr.isatty()
+
+    def print_step(step: int, stats: StepStats) -> None:
+        print(f"step {step + 1:4d} / {recipe.steps} | loss {stats.loss:.4f} | {1e3 * stats.total_s:.1f} ms",
+              flush=True)
+
+    log = train(model, docs, tokenizer, recipe, args.impl, progress=interactive,
+                on_step=None if interactive else print_step)
+    if interactive:  # the bar showed the losses as they came; leave the first and last on record
+        print(f"loss: {log.losses[0]:.4f} at step 1, {log.losses[-1]:.4f} at step {recipe.steps}")
+    print(f"median {log.median_ms:.1f} ms per step ({args.impl})")
+    for i, name in enumerate(sample(model, tokenizer, args.samples, args.temperature, recipe.seed), start=1):
+        print(f"sample {i:2d}: {name}")
+    return log
+
+
+if __name__ == "__main__":
+    main()
