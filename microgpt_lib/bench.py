@@ -508,7 +508,9 @@ def _blas_threads() -> int | None:
 SUITES: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]] | str] = {
     "peak": suite_peak,
     "matmul-intro": suite_matmul_intro,
+    "autograd": "microgpt_lib.autograd_lab:suite_autograd",
     "scalar-gpt": "microgpt_lib.scalar_gpt:suite_scalar_gpt",
+    "layout": "microgpt_lib.layout:suite_layout",
     "blas": "microgpt_lib.blas:suite_blas",
     "gpu": "microgpt_lib.device:suite_gpu",
 }

@@ -1,0 +1,452 @@
+"""Experiments around autograd.Value: the variants it is measured against, a toy problem, a drawing.
+
+    ClosureValue             micrograd's Value, nearly verbatim: a __dict__, a set of children and a
+                             closure per node, recursive topological sort (the design Value improves on)
+    DictValue                Value's own methods on a class without __slots__ (only the storage differs)
+    VARIANTS                 name -> (number type, topological sort, backward pass) for the above
+    make_moons(n)            two interleaved half-circles, labels -1/+1: the 2-D toy dataset
+    MLP(n_in, sizes)         micrograd's multi-layer perceptron, on Values, a variant or plain floats
+    hinge_loss(model, ...)   the SVM-style loss micrograd's demo trains with, plus accuracy
+    draw_graph(root)         a computation graph drawn with matplotlib: data and grad on every node
+    profile_step(...)        forward / topological sort / backward / free, timed phase by phase
+    graph_bytes(...)         bytes a graph holds per node (tracemalloc), and what dropping it frees
+    suite_autograd(options)  the `python -m microgpt_lib.bench autograd` suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import random
+import statistics
+import sys
+import time
+import tracemalloc
+import types
+from typing import Any, Callable, Sequence
+
+from microgpt_lib import autograd
+from microgpt_lib.autograd import Value, backpropagate, topological_order
+from microgpt_lib.bench import Timing
+
+# --------------------------------------------------------------------------------------------
+# the variants
+
+
+class ClosureValue:
+    """micrograd's Value (engine.py), kept as it is to be measured against.
+
+    Each result stores a closure, _backward, that pushes its gradient into its inputs. The closure
+    refers to the node that owns it (out), so every node sits in a reference cycle: a dropped graph
+    is freed only when Python's cyclic garbage collector runs. Plain numbers become leaf nodes.
+    """
+
+    def __init__(self, data, _children=(), _op=""):
+        self.data = data
+        self.grad = 0
+        self._backward = lambda: None
+        self._prev = set(_children)
+        self._op = _op
+
+    def __add__(self, other):
+        other = other if isinstance(other, ClosureValue) else ClosureValue(other)
+        out = ClosureValue(self.data + other.data, (self, other), "+")
+
+        def _backward():
+            self.grad += out.grad
+            other.grad += out.grad
+        out._backward = _backward
+        return out
+
+    def __mul__(self, other):
+        other = other if isinstance(other, ClosureValue) else ClosureValue(other)
+        out = ClosureValue(self.data * other.data, (self, other), "*")
+
+        def _backward():
+            self.grad += other.data * out.grad
+            other.grad += self.data * out.grad
+        out._backward = _backward
+        return out
+
+    def __pow__(self, other):
+        assert isinstance(other, (int, float)), "only supporting int/float powers for now"
+        out = ClosureValue(self.data**other, (self,), f"**{other}")
+
+        def _backward():
+            self.grad += (other * self.data ** (other - 1)) * out.grad
+        out._backward = _backward
+        return out
+
+    def _unary(self, data, local_grad, op):
+        """exp, log, tanh and relu: one input, a local gradient known in the forward pass."""
+        out = ClosureValue(data, (self,), op)
+
+        def _backward():
+            self.grad += local_grad * out.grad
+        out._backward = _backward
+        return out
+
+    def exp(self):
+        e = math.exp(self.data)
+        return self._unary(e, e, "exp")
+
+    def log(self):
+        return self._unary(math.log(self.data), 1 / self.data, "log")
+
+    def tanh(self):
+        t = math.tanh(self.data)
+        return self._unary(t, 1 - t * t, "tanh")
+
+    def relu(self):
+        return self._unary(max(self.data, 0), float(self.data > 0), "ReLU")
+
+    def backward(self):
+        run_closures(recursive_topological_order(self))
+
+    def __neg__(self):  # -self
+        return self * -1
+
+    def __radd__(self, other):  # other + self
+        return self + other
+
+    def __sub__(self, other):  # self - other
+        return self + (-other)
+
+    def __rsub__(self, other):  # other - self
+        return other + (-self)
+
+    def __rmul__(self, other):  # other * self
+        return self * other
+
+    def __truediv__(self, other):  # self / other
+        return self * other**-1
+
+    def __rtruediv__(self, other):  # other / self
+        return other * self**-1
+
+    def __repr__(self):
+        return f"ClosureValue(data={self.data}, grad={self.grad})"
+
+
+def recursive_topological_order(root: ClosureValue) -> list[ClosureValue]:
+    """micrograd's build_topo: one Python frame per level of the graph (1000 levels at most)."""
+    topo, visited = [], set()
+
+    def build_topo(v):
+        if v not in visited:
+            visited.add(v)
+            for child in v._prev:
+                build_topo(child)
+            topo.append(v)
+    build_topo(root)
+    return topo
+
+
+def run_closures(order: list[ClosureValue]) -> None:
+    """micrograd's backward pass: seed the output, then call every node's closure, output first."""
+    order[-1].grad = 1
+    for v in reversed(order):
+        v._backward()
+
+
+def _without_slots(cls: type) -> type:
+    """A class with cls's very methods (the same compiled code) whose instances keep a __dict__.
+
+    The methods are re-bound to a copy of autograd's globals in which the name Value means the new
+    class, so `Value(...)` inside them makes instances of it: only the storage of a node changes.
+    """
+    namespace = {name: attr for name, attr in vars(cls).items()
+                 if name != "__slots__" and not isinstance(attr, types.MemberDescriptorType)}
+    new = type("DictValue", (), namespace)
+    module_globals = {**vars(autograd), cls.__name__: new}
+    for name, attr in namespace.items():
+        if isinstance(attr, types.FunctionType):
+            setattr(new, name, types.FunctionType(attr.__code__, module_globals, attr.__name__,
+                                                  attr.__defaults__, attr.__closure__))
+    return new
+
+
+DictValue = _without_slots(Value)
+
+# name -> (number type, topological sort, backward pass over that order)
+VARIANTS: dict[str, tuple[type, Callable[[Any], list], Callable[[list], None]]] = {
+    "value": (Value, topological_order, backpropagate),
+    "value-no-slots": (DictValue, topological_order, backpropagate),
+    "closure": (ClosureValue, recursive_topological_order, run_closures),
+}
+
+# --------------------------------------------------------------------------------------------
+# the toy problem: micrograd's demo
+
+
+def make_moons(n: int = 100, noise: float = 0.1, seed: int = 0) -> tuple[list[tuple[float, float]], list[int]]:
+    """n points on two interleaved half-circles (+ Gaussian noise); labels -1 (upper) and +1 (lower)."""
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (one point per class), got {n}")
+    rng = random.Random(seed)
+    points, labels = [], []
+    for i in range(n):
+        upper = i < n // 2
+        angle = math.pi * rng.random()
+        x, y = (math.cos(angle), math.sin(angle)) if upper else (1 - math.cos(angle), 0.5 - math.sin(angle))
+        points.append((x + rng.gauss(0, noise), y + rng.gauss(0, noise)))
+        labels.append(-1 if upper else 1)
+    return points, labels
+
+
+def relu(x):
+    """x.relu() for a Value or a variant; max(x, 0) for a plain float (the baseline)."""
+    return (x if x > 0.0 else 0.0) if isinstance(x, float) else x.relu()
+
+
+class MLP:
+    """micrograd's multi-layer perceptron: ReLU hidden layers, a linear output layer.
+
+    Weights start uniform in [-1, 1), biases at 0, drawn from random.Random(seed). `number` makes
+    the parameters: Value, DictValue, ClosureValue, or float for a forward pass without autograd.
+    """
+
+    def __init__(self, n_in: int, sizes: Sequence[int], *, number: Callable[[float], Any] = Value, seed: int = 0):
+        rng = random.Random(seed)
+        fans = [n_in, *sizes]
+        # a layer is a list of neurons; a neuron is (weights, bias)
+        self.layers = [[([number(rng.uniform(-1, 1)) for _ in range(fan_in)], number(0.0)) for _ in range(fan_out)]
+                       for fan_in, fan_out in zip(fans, fans[1:])]
+
+    def __call__(self, x: Sequence[Any]) -> Any:
+        for i, layer in enumerate(self.layers):
+            x = [sum((w * xi for w, xi in zip(ws, x)), b) for ws, b in layer]
+            if i < len(self.layers) - 1:
+                x = [relu(v) for v in x]
+        return x[0] if len(x) == 1 else x
+
+    def parameters(self) -> list[Any]:
+        return [p for layer in self.layers for ws, b in layer for p in (*ws, b)]
+
+    def with_floats(self) -> MLP:
+        """A copy whose parameters are the plain floats in .data: fast to evaluate, no graph."""
+        copy = MLP.__new__(MLP)
+        copy.layers = [[([w.data for w in ws], b.data) for ws, b in layer] for layer in self.layers]
+        return copy
+
+
+def hinge_loss(model: MLP, points: Sequence[Sequence[float]], labels: Sequence[int],
+               alpha: float = 1e-4) -> tuple[Any, float]:
+    """mean(relu(1 - y * score)) + alpha * sum(p^2), and the fraction of points on the right side."""
+    if len(points) != len(labels) or not points:
+        raise ValueError(f"need as many labels as points (and at least one): {len(points)} points, {len(labels)} labels")
+    scores = [model(p) for p in points]
+    data_loss = sum(relu(1 - y * s) for y, s in zip(labels, scores)) * (1.0 / len(points))
+    reg_loss = alpha * sum(p * p for p in model.parameters())
+    accuracy = sum((y > 0) == (getattr(s, "data", s) > 0) for y, s in zip(labels, scores)) / len(points)
+    return data_loss + reg_loss, accuracy
+
+
+# --------------------------------------------------------------------------------------------
+# drawing a graph
+
+
+def draw_graph(root: Value, names: dict[Value, str] | None = None, ax: Any = None) -> Any:
+    """Draw root's computation graph left to right: a box per node (name, data, grad), an arrow per
+    input labelled with its local gradient d(node)/d(input). Returns the matplotlib Axes."""
+    import matplotlib.pyplot as plt
+
+    names = names or {}
+    order = topological_order(root)
+    depth: dict[Value, int] = {}
+    for node in order:  # children come first, so their depth is known
+        depth[node] = 1 + max((depth[c] for c in node._children), default=-1)
+    columns: dict[int, list[Value]] = {}
+    for node in order:
+        columns.setdefault(depth[node], []).append(node)
+    position = {node: (d, (len(col) - 1) / 2 - i) for d, col in columns.items() for i, node in enumerate(col)}
+    if ax is None:
+        height = max(len(col) for col in columns.values())
+        ax = plt.subplots(figsize=(2.3 * len(columns) + 1, 1.3 * height + 1))[1]
+    boxes = {}
+    for node in order:
+        label = f"{names[node]}\n" if node in names else ""
+        boxes[node] = ax.text(*position[node], f"{label}data {node.data:.4g}\ngrad {node.grad:.4g}",
+                              ha="center", va="center", fontsize=9, family="monospace",
+                              bbox=dict(boxstyle="round,pad=0.4", fc="#e8f0fe" if node._children else "#fff4d6",
+                                        ec="#4a6fa5"))
+    for node in order:
+        for child, local in zip(node._children, node._local_grads):
+            ax.annotate("", xy=(0, 0.5), xycoords=boxes[node], xytext=(1, 0.5), textcoords=boxes[child],
+                        arrowprops=dict(arrowstyle="->", color="#555555"))
+            (x0, y0), (x1, y1) = position[child], position[node]
+            ax.text(0.5 * (x0 + x1), 0.5 * (y0 + y1) + 0.12, f"×{local:.3g}", ha="center", fontsize=8,
+                    color="#a33")
+    ax.set_xlim(-0.6, len(columns) - 0.4)
+    spread = max(len(col) for col in columns.values())
+    ax.set_ylim(-spread / 2 - 0.1, spread / 2 + 0.1)
+    ax.set_axis_off()
+    return ax
+
+
+# --------------------------------------------------------------------------------------------
+# measurements
+
+
+def workload(variant: str, n_points: int, seed: int = 0) -> tuple[Callable[[], Any], MLP]:
+    """A forward pass that builds the hinge loss of micrograd's 2-16-16-1 MLP on n_points moons.
+
+    variant is a key of VARIANTS, or "float": the same arithmetic on plain floats, no graph.
+    """
+    number = float if variant == "float" else VARIANTS[variant][0]
+    model = MLP(2, [16, 16, 1], number=number, seed=seed)
+    points, labels = make_moons(n_points, seed=seed)
+    return (lambda: hinge_loss(model, points, labels)[0]), model
+
+
+def count_nodes(n_points: int) -> int:
+    """Nodes in the workload's Value graph: one per arithmetic operation or function."""
+    return len(topological_order(workload("value", n_points)[0]()))
+
+
+def points_for(n_nodes: int) -> int:
+    """How many moons points make a workload graph of about n_nodes Value nodes."""
+    ten, twenty = count_nodes(10), count_nodes(20)  # the graph grows linearly with the points
+    per_point = (twenty - ten) / 10
+    return max(2, round(10 + (n_nodes - ten) / per_point))
+
+
+class _CollectorClock:
+    """Counts the cyclic collector's runs and the seconds spent in them, via gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.runs, self.seconds, self._start = 0, 0.0, 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.runs += 1
+            self.seconds += time.perf_counter() - self._start
+
+    def __enter__(self) -> _CollectorClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+PHASES = ("forward", "topo", "backward", "free")
+
+
+def profile_step(variant: str, n_points: int, *, repeats: int = 5, collector: bool = True) -> dict[str, Any]:
+    """Time one training step phase by phase: forward (build the graph), topo (topological
+    sort), backward (the chain rule over it), free (drop the graph and get its memory back).
+
+    One step is a pipeline, so each phase is timed inside it (rather than by bench.measure,
+    which times a call on its own); the median over repeats (after one warm-up) is reported.
+    collector=False pauses the cyclic collector for the whole run. Cyclic graphs (ClosureValue)
+    are not freed by dropping them: their free phase includes the gc.collect() that frees them.
+    Returns {"forward": Timing, ..., "free": Timing, "step": Timing (all four phases), "gc_runs",
+    "gc_seconds" (medians per step: the collector's runs and the seconds spent in them)}.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    forward, _ = workload(variant, n_points)
+    sort, propagate = VARIANTS[variant][1:] if variant != "float" else (None, None)
+    cyclic = variant == "closure"
+    samples: dict[str, list[float]] = {key: [] for key in (*PHASES, "step", "gc_runs", "gc_seconds")}
+    was_enabled = gc.isenabled()
+    gc.collect()
+    (gc.enable if collector else gc.disable)()
+    try:
+        for repeat in range(repeats + 1):
+            with _CollectorClock() as clock:
+                t0 = time.perf_counter()
+                root = forward()
+                t1 = time.perf_counter()
+                order = sort(root) if sort else None
+                t2 = time.perf_counter()
+                if propagate:
+                    propagate(order)
+                t3 = time.perf_counter()
+                del root, order
+                if cyclic:
+                    gc.collect()
+                t4 = time.perf_counter()
+            if repeat:  # the first step is the warm-up
+                for key, value in zip((*PHASES, "step", "gc_runs", "gc_seconds"),
+                                      (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0, clock.runs, clock.seconds)):
+                    samples[key].append(value)
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+    result: dict[str, Any] = {key: Timing(statistics.median(samples[key]), min(samples[key]), max(samples[key]),
+                                          repeats, 1, samples[key]) for key in (*PHASES, "step")}
+    result["gc_runs"] = statistics.median(samples["gc_runs"])
+    result["gc_seconds"] = statistics.median(samples["gc_seconds"])
+    return result
+
+
+def graph_bytes(variant: str, n_points: int) -> dict[str, int]:
+    """Bytes allocated by one forward + backward and still held while the graph is alive, and what
+    is still held right after the output is dropped, before any garbage collection.
+
+    Measured with tracemalloc (every block Python's allocators hand out: nodes, tuples, floats,
+    dicts, sets, closures), with the collector paused so that nothing is freed behind our back.
+    The model's parameters and the data exist before the measurement starts and are not counted.
+    """
+    forward, _ = workload(variant, n_points)
+    _, sort, propagate = VARIANTS[variant]
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        root = forward()
+        order = sort(root)
+        propagate(order)
+        nodes = len(order)
+        del order
+        alive = tracemalloc.get_traced_memory()[0] - before
+        node_bytes = sys.getsizeof(root)  # the node object alone (with its GC header)
+        del root
+        dropped = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        gc.collect()
+        (gc.enable if was_enabled else gc.disable)()
+    return {"nodes": nodes, "graph_bytes": alive, "bytes_left_after_drop": dropped, "node_object_bytes": node_bytes}
+
+
+def suite_autograd(options: argparse.Namespace) -> list[dict[str, Any]]:
+    """Forward, topological sort, backward and free in ns per node, and bytes per node, for a graph
+    of about 100k nodes (--sizes: node counts; --quick: 20k), on plain floats, Value and its
+    variants, with the cyclic garbage collector running and paused.
+
+    "Per node" always divides by the nodes of the Value graph (one per operation), so the rows
+    compare the same work; graph_nodes is a variant's own count (micrograd also makes a leaf node
+    for every plain number). The float row does the same arithmetic without building a graph.
+    """
+    rows = []
+    for size in options.sizes or ([20_000] if options.quick else [100_000]):
+        n_points = points_for(size)
+        nodes = count_nodes(n_points)
+        repeats = min(options.repeats, 3) if options.quick else options.repeats
+        for variant in ("float", *VARIANTS):
+            memory = {}
+            if variant != "float":
+                measured = graph_bytes(variant, n_points)
+                memory = {"graph_nodes": measured["nodes"], "bytes_per_node": measured["graph_bytes"] / nodes,
+                          "graph_mb": measured["graph_bytes"] / 1e6,
+                          "left_after_drop_mb": measured["bytes_left_after_drop"] / 1e6,
+                          "node_object_bytes": measured["node_object_bytes"], "bytes_method": "tracemalloc"}
+            for collector in (True, False) if variant != "float" else (True,):
+                t = profile_step(variant, n_points, repeats=repeats, collector=collector)
+                row: dict[str, Any] = {"kernel": variant, "family": "python" if variant == "float" else "autograd",
+                                       "gc": "on" if collector else "paused", "nodes": nodes, "points": n_points}
+                for phase in (*PHASES, "step"):
+                    row[f"{phase}_ns_per_node"] = t[phase].median_s / nodes * 1e9
+                row["gc_runs_per_step"] = t["gc_runs"]
+                row["gc_ms_per_step"] = t["gc_seconds"] * 1e3
+                row.update(memory)
+                row.update(t["step"].as_row())  # median_s, min_s, max_s: the whole step
+                rows.append(row)
+    return rows
