@@ -183,3 +183,8 @@ def test_cli_rejects_an_unknown_suite_listing_the_suites():
 def test_every_registered_suite_resolves():
     for name in bench.SUITES:
         assert callable(bench.resolve_suite(name)), name
+
+
+def test_result_files_are_readable_by_everyone(tmp_path):
+    path = bench.save_results(_result(), tmp_path / "r.json")
+    assert path.stat().st_mode & 0o044 == 0o044
