@@ -5,10 +5,10 @@
     document_loss(model, tokens, ops)           mean next-token cross-entropy over one document
     PLAIN, FAST (Ops)            the same model built from two kinds of graph nodes:
         plain: linear, rmsnorm, softmax, attention_head, cross_entropy, mean
-               binary-op nodes, as micrograd builds them (~59k nodes for a name)
+               binary-op nodes, as micrograd builds them (~60k nodes for a typical name)
         fast:  linear_fused, rmsnorm_fused, attention_head_fused, cross_entropy_fused, mean_fused
                one node per dot product / softmax output / loss, with hand-derived local
-               gradients stored in the forward pass (~20x fewer nodes), and no garbage collection
+               gradients stored in the forward pass (~25x fewer new nodes), and no garbage collection
     Adam                         microgpt's optimizer on Values (zeroes the gradients it used)
     train_step, train, sample    one timed step, the loop (tqdm), names at a temperature
     graph_size, GCMeter          what a step builds, and what the garbage collector costs
@@ -58,12 +58,12 @@ class ScalarGPT:
     @classmethod
     def from_weights(cls, config: GPTConfig, weights: GPTParams[list[list[float]]]) -> ScalarGPT:
         """Wrap plain floats (e.g. ``init_weights(config, seed)``) in fresh Values."""
+        if len(weights.layers) != config.n_layer:
+            raise ValueError(f"weights have {len(weights.layers)} layers, the config says {config.n_layer}")
         for (name, matrix), (_, (rows, cols)) in zip(weights.named_parameters(),
                                                      param_shapes(config).named_parameters()):
             if len(matrix) != rows or any(len(row) != cols for row in matrix):
                 raise ValueError(f"weights[{name!r}] should be {rows} x {cols} for this config")
-        if len(weights.layers) != config.n_layer:
-            raise ValueError(f"weights have {len(weights.layers)} layers, the config says {config.n_layer}")
         return cls(config, weights.map(lambda m: [[Value(float(w)) for w in row] for row in m]))
 
     @classmethod
@@ -453,14 +453,14 @@ class GCMeter:
 
     def __init__(self) -> None:
         self.collections = [0, 0, 0]  # by generation: 0 (young) .. 2 (full)
-        self.seconds = 0.0
+        self.seconds_by_generation = [0.0, 0.0, 0.0]
         self._start = 0.0
 
     def _callback(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._start = time.perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._start
+            self.seconds_by_generation[info["generation"]] += time.perf_counter() - self._start
             self.collections[info["generation"]] += 1
 
     def __enter__(self) -> GCMeter:
@@ -473,6 +473,10 @@ class GCMeter:
     @property
     def total(self) -> int:
         return sum(self.collections)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seconds_by_generation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,8 +497,9 @@ def side_by_side(docs: Sequence[str], tokenizer: CharTokenizer, steps: int, *, s
     by step (so a busy machine slows them alike), and return one row per variant.
 
     Each row: impl, gc, steps, ms_per_step (median) with median_s/min_s/max_s, the median of each
-    phase in ms, collections and GC ms per step, nodes and edges per step (mean), the losses,
-    the largest loss difference from the first variant, and the speed-up over the first variant.
+    phase in ms, collections and GC ms per step (in all and by generation), nodes and edges per
+    step (mean), the losses, the largest loss difference from the first variant, and the
+    speed-up over the first variant.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -505,7 +510,7 @@ def side_by_side(docs: Sequence[str], tokenizer: CharTokenizer, steps: int, *, s
     for impl, paused in variants:
         model = ScalarGPT.init(config, seed)
         runs.append({"impl": impl, "paused": paused, "model": model, "opt": Adam(model.parameters(), recipe),
-                     "stats": [], "gc_seconds": 0.0, "gc_runs": 0})
+                     "stats": [], "gc_seconds": [0.0, 0.0, 0.0], "gc_runs": [0, 0, 0]})
     sizes: dict[str, list[tuple[int, int]]] = {}
     for step in range(steps):
         tokens = tokenizer.encode_document(order[step % len(order)])
@@ -514,10 +519,10 @@ def side_by_side(docs: Sequence[str], tokenizer: CharTokenizer, steps: int, *, s
             with GCMeter() as meter:
                 stats = train_step(run["model"], run["opt"], tokens, recipe.lr_at(step), run["impl"], run["paused"])
             run["stats"].append(stats)
-            run["gc_seconds"] += meter.seconds
-            run["gc_runs"] += meter.total
+            run["gc_seconds"] = [a + b for a, b in zip(run["gc_seconds"], meter.seconds_by_generation)]
+            run["gc_runs"] = [a + b for a, b in zip(run["gc_runs"], meter.collections)]
         if count_nodes:
-            for impl in {impl for impl, _ in variants}:
+            for impl in dict.fromkeys(impl for impl, _ in variants):
                 with gc_paused():
                     sizes.setdefault(impl, []).append(graph_size(document_loss(runs[0]["model"], tokens, impl)))
     rows = []
@@ -529,8 +534,10 @@ def side_by_side(docs: Sequence[str], tokenizer: CharTokenizer, steps: int, *, s
                                "median_s": statistics.median(totals), "min_s": min(totals), "max_s": max(totals)}
         for phase in PHASES:
             row[f"{phase}_ms"] = 1e3 * statistics.median(getattr(s, f"{phase}_s") for s in run["stats"])
-        row["gc_runs_per_step"] = run["gc_runs"] / steps
-        row["gc_ms_per_step"] = 1e3 * run["gc_seconds"] / steps
+        row["gc_runs_per_step"] = sum(run["gc_runs"]) / steps
+        row["gc_ms_per_step"] = 1e3 * sum(run["gc_seconds"]) / steps
+        row["gc_runs_by_generation"] = [n / steps for n in run["gc_runs"]]  # per step, generations 0, 1, 2
+        row["gc_ms_by_generation"] = [1e3 * s / steps for s in run["gc_seconds"]]
         if count_nodes:
             row["nodes_per_step"] = statistics.fmean(n for n, _ in sizes[run["impl"]])
             row["edges_per_step"] = statistics.fmean(e for _, e in sizes[run["impl"]])
