@@ -229,14 +229,14 @@ def supports_tf32(device: str | torch.device) -> bool:
 def tf32_matmul() -> Iterator[None]:
     """Inside the block, CUDA float32 matmuls may round their inputs to TF32 (10-bit mantissa).
 
-    Uses torch's per-backend setting (torch >= 2.9) and restores the previous value; torch refuses
-    to mix it with the older set_float32_matmul_precision / allow_tf32 flags, so only older torch
-    versions fall back to allow_tf32.
+    Uses torch's per-backend setting (torch >= 2.9) and restores the previous value. torch refuses
+    to mix it with the older set_float32_matmul_precision / allow_tf32 flags, so older torch
+    versions, and programs that already set the old flags, get allow_tf32 instead.
     """
     matmul = torch.backends.cuda.matmul
     try:
         previous, attribute, value = matmul.fp32_precision, "fp32_precision", "tf32"
-    except AttributeError:
+    except (AttributeError, RuntimeError):  # older torch, or the program already used the old flags
         previous, attribute, value = matmul.allow_tf32, "allow_tf32", True
     setattr(matmul, attribute, value)
     try:
@@ -286,6 +286,25 @@ def _matmul_row(device: torch.device, lesson: str, kernel: str, n: int, dtype: s
                 gflops=bench.gflops(bench.matmul_flops(n, n, n), timing.median_s))
 
 
+def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7, min_time: float = 0.0,
+                        sync: Callable[[], Any] | None = None) -> dict[str, bench.Timing]:
+    """Time several callables round-robin, one sample of each per round, with bench.measure.
+
+    A change in the machine's load during the run then hits every case alike, so the ratios between
+    them hold even on a busy machine. Each case is first warmed up and its loop length calibrated
+    (min_time, as in bench.measure); every later sample runs that many calls.
+    """
+    numbers = {name: bench.measure(fn, warmup=1, repeats=1, min_time=min_time, sync=sync).number
+               for name, fn in cases.items()}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            number = numbers[name]
+            sample = bench.measure(lambda: [fn() for _ in range(number)], warmup=0, repeats=1, sync=sync)
+            times[name].append(sample.median_s / number)
+    return {name: bench.Timing(statistics.median(t), min(t), max(t), repeats, numbers[name], t) for name, t in times.items()}
+
+
 def transfer_rows(device: torch.device, sizes_mib: Sequence[int] = (1, 16, 64), repeats: int = 7) -> list[dict[str, Any]]:
     """Host <-> device copy time and bandwidth, from pageable and (CUDA) pinned host memory.
 
@@ -297,12 +316,13 @@ def transfer_rows(device: torch.device, sizes_mib: Sequence[int] = (1, 16, 64), 
         return []
     sync, rows = sync_for(device), []
     for mib in sizes_mib:
-        host = torch.randn(mib * MIB // 4)
+        host, host_out = torch.randn(mib * MIB // 4), torch.empty(mib * MIB // 4)
         on_device = host.to(device)
+        # device-to-host copies into buffers allocated once, so pageable vs pinned is all that differs
         cases = [("host-to-device", "pageable", lambda: host.to(device)),
-                 ("device-to-host", "pageable", lambda: on_device.to("cpu"))]
+                 ("device-to-host", "pageable", lambda: host_out.copy_(on_device))]
         if device.type == "cuda":  # MPS shares memory with the CPU: pinning does not apply
-            pinned_host, pinned_out = host.pin_memory(), torch.empty_like(host).pin_memory()
+            pinned_host, pinned_out = host.pin_memory(), torch.empty(host.numel(), pin_memory=True)
             cases += [("host-to-device", "pinned", lambda: pinned_host.to(device, non_blocking=True)),
                       ("device-to-host", "pinned", lambda: pinned_out.copy_(on_device, non_blocking=True))]
         for direction, memory, fn in cases:
@@ -333,12 +353,9 @@ def resident_rows(device: torch.device, batch: int = 1024, width: int = 256, ste
         "item every step": lambda: [_mlp_step(x, w1, w2).item() for _ in range(steps)],
         "copy every step": lambda: [_mlp_step(x_host.to(device), w1, w2) for _ in range(steps)],
     }
-    rows = []
-    for mode, fn in cases.items():
-        t = bench.measure(fn, warmup=1, repeats=repeats, sync=sync_for(device))
-        rows.append(_row(device, "resident", t, mode=mode, batch=batch, width=width, steps=steps,
-                         step_s=t.median_s / steps, bytes_per_step=x_host.numel() * 4))
-    return rows
+    timings = measure_interleaved(cases, repeats=repeats, sync=sync_for(device))
+    return [_row(device, "resident", t, mode=mode, batch=batch, width=width, steps=steps,
+                 step_s=t.median_s / steps, bytes_per_step=x_host.numel() * 4) for mode, t in timings.items()]
 
 
 def event_timing(fn: Callable[[], Any], device: torch.device, repeats: int = 7) -> bench.Timing:
@@ -393,7 +410,7 @@ def _cuda_graph(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
             fn()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=stream):  # capture on the warmed-up stream
         out = fn()
 
     def replay() -> torch.Tensor:
@@ -425,23 +442,32 @@ def launch_rows(device: torch.device, numels: Sequence[int] = (1, 1_000, 100_000
     weights = [(torch.randn(width, width, generator=generator) / width**0.5).to(device) for _ in range(layers)]
     x_one = torch.randn(width, width, generator=generator).to(device)
     x_many = torch.randn(batch, width, width, generator=generator).to(device)
-    cases: list[tuple[str, Callable[[], Any], int]] = [
-        ("eager", lambda: layer_chain(x_one, weights), 1),
-        (f"eager, batch of {batch}", lambda: layer_chain(x_many, weights), batch),
-    ]
+    cases: dict[str, Callable[[], Any]] = {
+        "eager": lambda: layer_chain(x_one, weights),
+        f"eager, batch of {batch}": lambda: layer_chain(x_many, weights),
+    }
     if device.type == "cuda":
-        cases.append(("cuda graph", _cuda_graph(lambda: layer_chain(x_one, weights)), 1))
+        cases["cuda graph"] = _cuda_graph(lambda: layer_chain(x_one, weights))
+    compile_s = {}
     if compile:
         mode = "reduce-overhead" if device.type == "cuda" else "default"  # reduce-overhead = CUDA graphs
+        method = f"torch.compile ({mode})"
         compiled = torch.compile(layer_chain, mode=mode)
         start = time.perf_counter()
-        compiled(x_one, weights)
-        synchronize(device)
-        compile_s = time.perf_counter() - start
-        cases.append((f"torch.compile ({mode})", lambda: compiled(x_one, weights), 1))
-    for method, fn, samples in cases:
-        t = bench.measure(fn, warmup=3, repeats=repeats, min_time=0.02, sync=sync)
-        extra = {"compile_s": compile_s} if method.startswith("torch.compile") else {}
+        try:
+            for _ in range(3):  # reduce-overhead records its CUDA graph on a later call than the first
+                compiled(x_one, weights)
+            synchronize(device)
+        except Exception as error:  # e.g. no C++ compiler, or a backend torch.compile does not support yet
+            rows.append(_row(device, "launch", None, experiment="chain", method=method, ops=2 * layers, batch=1,
+                             width=width, error=f"{type(error).__name__}: {error}"[:300]))
+        else:
+            compile_s[method] = time.perf_counter() - start
+            cases[method] = lambda: compiled(x_one, weights)
+    timings = measure_interleaved(cases, repeats=repeats, min_time=0.02, sync=sync)
+    for method, t in timings.items():
+        samples = batch if method.startswith("eager, batch") else 1
+        extra = {"compile_s": compile_s[method]} if method in compile_s else {}
         rows.append(_row(device, "launch", t, experiment="chain", method=method, ops=2 * layers, batch=samples,
                          width=width, per_op_s=t.median_s / (2 * layers), per_sample_s=t.median_s / samples, **extra))
     return rows

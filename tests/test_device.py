@@ -235,8 +235,13 @@ def test_gpu_suite_dtypes_option(no_env):
 
 @pytest.mark.skipif(not FULL, reason="torch.compile takes ~25 s on a CPU; runs with MICROGPT_FULL=1")
 def test_compiled_chain_matches_eager():
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(16, 16, generator=generator) / 4 for _ in range(8)]
+    x = torch.randn(16, 16, generator=generator)
+    torch.testing.assert_close(torch.compile(device.layer_chain)(x, weights), device.layer_chain(x, weights))
     rows = device.launch_rows(torch.device("cpu"), numels=(1,), repeats=1, compile=True)
-    assert any(r.get("method", "").startswith("torch.compile") and r["compile_s"] > 0 for r in rows)
+    compiled = [r for r in rows if r.get("method", "").startswith("torch.compile")]
+    assert len(compiled) == 1 and "error" not in compiled[0] and compiled[0]["compile_s"] > 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,3 +282,17 @@ def test_mps_selected_and_float64_refused(no_env, monkeypatch):
     assert {"allocated", "reserved", "recommended_max"} <= set(stats)
     rows = device.transfer_rows(mps, [1], repeats=2)
     assert {r["memory"] for r in rows} == {"pageable"}
+
+
+def test_measure_interleaved_times_each_case():
+    calls = {"a": 0, "b": 0}
+
+    def bump(name):
+        calls[name] += 1
+
+    timings = device.measure_interleaved({"a": lambda: bump("a"), "b": lambda: bump("b")}, repeats=3, min_time=0.001)
+    assert set(timings) == {"a", "b"}
+    for name, t in timings.items():
+        assert t.repeats == 3 and len(t.times_s) == 3 and t.number >= 1
+        assert t.min_s <= t.median_s <= t.max_s
+        assert calls[name] >= 3 * t.number  # every sample ran the calibrated number of calls
