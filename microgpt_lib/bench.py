@@ -523,6 +523,7 @@ def _blas_threads() -> int | None:
 SUITES: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]] | str] = {
     "peak": suite_peak,
     "matmul-intro": suite_matmul_intro,
+    "matmul": "microgpt_lib.kernels:suite_matmul",
     "autograd": "microgpt_lib.autograd_lab:suite_autograd",
     "scalar-gpt": "microgpt_lib.scalar_gpt:suite_scalar_gpt",
     "layout": "microgpt_lib.layout:suite_layout",
