@@ -287,20 +287,23 @@ def _matmul_row(device: torch.device, lesson: str, kernel: str, n: int, dtype: s
 
 
 def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7, min_time: float = 0.0,
-                        sync: Callable[[], Any] | None = None) -> dict[str, bench.Timing]:
+                        sync: Callable[[], Any] | None = None,
+                        syncs: dict[str, Callable[[], Any] | None] | None = None) -> dict[str, bench.Timing]:
     """Time several callables round-robin, one sample of each per round, with bench.measure.
 
     A change in the machine's load during the run then hits every case alike, so the ratios between
     them hold even on a busy machine. Each case is first warmed up and its loop length calibrated
-    (min_time, as in bench.measure); every later sample runs that many calls.
+    (min_time, as in bench.measure); every later sample runs that many calls. ``syncs`` overrides
+    ``sync`` for the cases it names.
     """
-    numbers = {name: bench.measure(fn, warmup=1, repeats=1, min_time=min_time, sync=sync).number
+    syncs = {name: (syncs or {}).get(name, sync) for name in cases}
+    numbers = {name: bench.measure(fn, warmup=1, repeats=1, min_time=min_time, sync=syncs[name]).number
                for name, fn in cases.items()}
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             number = numbers[name]
-            sample = bench.measure(lambda: [fn() for _ in range(number)], warmup=0, repeats=1, sync=sync)
+            sample = bench.measure(lambda: [fn() for _ in range(number)], warmup=0, repeats=1, sync=syncs[name])
             times[name].append(sample.median_s / number)
     return {name: bench.Timing(statistics.median(t), min(t), max(t), repeats, numbers[name], t) for name, t in times.items()}
 
@@ -378,12 +381,12 @@ def sync_rows(device: torch.device, n: int = 2048, dtype: str = "float32", repea
     """The same matmul timed three ways: no synchronisation (wrong on a GPU: it times the launch
     only), synchronising before each clock read (right), and device events (right, GPU only)."""
     a, b = _matrices(n, dtype, device)
-    rows = []
-    wrong = bench.measure(lambda: a @ b, warmup=1, repeats=repeats)  # sync=None: the trap
-    synchronize(device)  # drain the queue the wrong measurement left behind
-    rows.append(_matmul_row(device, "sync", f"torch-{device.type}", n, dtype, wrong, method="no sync (wrong)"))
-    right = bench.measure(lambda: a @ b, warmup=1, repeats=repeats, sync=sync_for(device))
-    rows.append(_matmul_row(device, "sync", f"torch-{device.type}", n, dtype, right, method="synchronize"))
+    # one sample of each in turn; the right one synchronises before its clock starts, so the queue
+    # the wrong one left behind is drained outside the timed region
+    timings = measure_interleaved({"no sync (wrong)": lambda: a @ b, "synchronize": lambda: a @ b}, repeats=repeats,
+                                  syncs={"no sync (wrong)": None, "synchronize": sync_for(device)})
+    synchronize(device)
+    rows = [_matmul_row(device, "sync", f"torch-{device.type}", n, dtype, t, method=method) for method, t in timings.items()]
     if device.type != "cpu":
         rows.append(_matmul_row(device, "sync", f"torch-{device.type}", n, dtype, event_timing(lambda: a @ b, device, repeats),
                                 method="events"))
@@ -535,7 +538,7 @@ def precision_rows(device: torch.device, sizes: Sequence[int] = (512,), modes: S
     and lets CUDA tensor cores round the inputs to a 10-bit mantissa inside the matmul.
     """
     modes = list(modes or precision_modes(device))
-    available = precision_modes(device)
+    available = precision_modes(device) + (["float64"] if "float64" in supported_dtypes(device) else [])
     missing = [m for m in modes if m not in available]
     if missing:
         raise ValueError(f"precision modes {', '.join(missing)} are not available on {device.type}; "

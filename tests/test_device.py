@@ -229,8 +229,12 @@ def test_gpu_suite_rows(tmp_path, no_env):
 
 
 def test_gpu_suite_dtypes_option(no_env):
-    rows = device.precision_rows(torch.device("cpu"), [32], ["float32"], repeats=1)
-    assert [r["mode"] for r in rows] == ["float32"]
+    options = quick_options(dtypes=["float64", "bfloat16"], sizes=[16])
+    rows = device.suite_gpu(options)
+    assert [r["mode"] for r in rows if r["lesson"] == "precision"] == ["float64", "bfloat16"]
+    assert {r["n"] for r in rows if r["lesson"] == "crossover"} == {16}
+    float64 = next(r for r in rows if r.get("mode") == "float64")
+    assert float64["relative_error"] == 0  # the reference itself
 
 
 @pytest.mark.skipif(not FULL, reason="torch.compile takes ~25 s on a CPU; runs with MICROGPT_FULL=1")
@@ -296,3 +300,11 @@ def test_measure_interleaved_times_each_case():
         assert t.repeats == 3 and len(t.times_s) == 3 and t.number >= 1
         assert t.min_s <= t.median_s <= t.max_s
         assert calls[name] >= 3 * t.number  # every sample ran the calibrated number of calls
+
+
+def test_measure_interleaved_syncs_per_case():
+    synced = []
+    timings = device.measure_interleaved({"plain": lambda: None, "synced": lambda: None}, repeats=2,
+                                         syncs={"synced": lambda: synced.append(1)})
+    assert set(timings) == {"plain", "synced"}
+    assert len(synced) >= 2 * 3  # before and after each timed sample, and around the calibration run
