@@ -1,6 +1,7 @@
 """Memory layout: one matrix stored four ways, and what each way costs in bytes and time.
 
-    storages(a)                    a numpy matrix as nested lists, a flat list, array('d'), numpy
+    to_storage(a, storage)         a numpy matrix as nested lists, a flat list, array('d') or numpy
+    cache_geometry()               the L1d cache's line size, sets and ways, as the OS reports them
     deep_getsizeof(obj)            sys.getsizeof of a container and everything in it, each object once
     traced_allocations(build)      bytes and memory blocks that build() leaves allocated (tracemalloc)
     StridedView                    rows, columns and transposes of a flat buffer, without copying
@@ -8,9 +9,11 @@
     matvec_numba                   the very same flat loop, compiled by numba
     inner_loop_instructions(fn)    the bytecode the interpreter runs once per element
     scale(a, order=...)            one traversal of a 2-D array, row by row or column by column (numba)
-    LayerParams and friends        a layer's weights in a dict, a dataclass, __slots__, a namedtuple
+    container(kind, values)        a layer's weights in a dict, a dataclass, __slots__ or a namedtuple
     access_loop(expression)        a loop that evaluates one expression many times, to time it
-    row_view_rows, matvec_rows, traversal_rows, access_rows, footprint_rows   the measurements
+    lookup_instruction(loop)       the specialised bytecode CPython settled on for that expression
+    measure_interleaved(fns)       bench.measure in turns, so noise hits every function alike
+    footprint_rows, row_view_rows, matvec_rows, traversal_rows, access_rows   the measurements
     suite_layout(options)          the chapter's benchmark: python -m microgpt_lib.bench layout
 
 The chapter (notebooks/03_memory_layout.ipynb) measures every claim with these functions.
@@ -25,6 +28,7 @@ import statistics
 import sys
 import tracemalloc
 from collections import namedtuple
+from pathlib import Path
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator, Sequence
 
@@ -32,25 +36,33 @@ import numba
 import numpy as np
 
 from microgpt_lib import bench
+from microgpt_lib.autograd import paused_gc
 from microgpt_lib.config import LayerParams
 
 # --------------------------------------------------------------------------------------------
 # four storages and their footprint
 
 
-# how to build each storage from a C-contiguous float64 matrix
-STORAGE_BUILDERS: dict[str, Callable[[np.ndarray], Any]] = {
-    "nested lists": lambda a: a.tolist(),  # a list of row lists of Python floats
-    "flat list": lambda a: a.ravel().tolist(),  # one list, row after row (row-major)
-    "array.array": lambda a: array.array("d", a.tobytes()),  # raw 8-byte doubles, row-major
-    "numpy": lambda a: a.copy(),  # raw doubles plus shape and strides
-}
+STORAGES = ("nested lists", "flat list", "array.array", "numpy")
+
+
+def to_storage(a: np.ndarray, storage: str) -> Any:
+    """A float64 matrix as one of STORAGES (a copy, always in row-major order)."""
+    a = np.ascontiguousarray(_as_float64(a, "a", ndim=2))  # C order: row 0, then row 1, ...
+    if storage == "nested lists":
+        return a.tolist()  # a list of rows, each a list of pointers to Python float objects
+    if storage == "flat list":
+        return a.ravel().tolist()  # one list of pointers, row after row
+    if storage == "array.array":
+        return array.array("d", a.tobytes())  # the raw 8-byte doubles, row after row
+    if storage == "numpy":
+        return a.copy()  # raw doubles too, plus a shape and strides that say how to read them
+    raise ValueError(f"storage must be one of {', '.join(STORAGES)}; got {storage!r}")
 
 
 def storages(a: np.ndarray) -> dict[str, Any]:
-    """The same float64 matrix as nested lists, a flat row-major list, array('d') and numpy."""
-    a = np.ascontiguousarray(_as_float64(a, "a", ndim=2))
-    return {name: build(a) for name, build in STORAGE_BUILDERS.items()}
+    """The same matrix in every storage, by name."""
+    return {storage: to_storage(a, storage) for storage in STORAGES}
 
 
 def deep_getsizeof(obj: Any) -> int:
@@ -84,47 +96,88 @@ class Allocations:
     blocks: int  # separate pieces of memory: one per float object, per list's item array, ...
 
 
+def _call(build: Callable[[], Any]) -> Any:
+    return build()  # every allocation the build makes has this line in its traceback
+
+
+_CALL_LINE = _call.__code__.co_firstlineno + 1
+_TRACE_DEPTH = 64  # frames kept per allocation: enough to reach back to _call
+
+
 def traced_allocations(build: Callable[[], Any]) -> Allocations:
     """Run build() under tracemalloc and report the memory its result holds.
 
     tracemalloc records every allocation Python's allocators make (numpy's array buffers too),
     so unlike sys.getsizeof it counts *allocations*, including ones no object reports, such as
-    a list's separate item array. Two CPython habits would hide allocations, so we disarm them:
+    a list's separate item array. Only allocations made inside build() count (so not those of
+    other threads, e.g. Jupyter's). Two CPython habits would hide allocations, so we disarm them:
     build() runs once untraced first (one-time costs: caches, specialised bytecode), and the
     free lists where CPython keeps recently freed floats, lists and dicts for reuse (up to 100
     floats, 80 lists, 80 dicts) are used up before the traced run, so that every object the
-    build makes is a fresh allocation. Allocations made by tracemalloc itself
-    are filtered out. The result is kept alive until the second snapshot, then released.
+    build makes is a fresh allocation. The cyclic garbage collector is paused meanwhile. The
+    result is kept alive until the second snapshot.
     """
     build()
-    started_here = not tracemalloc.is_tracing()
-    if started_here:
-        tracemalloc.start()
+    if tracemalloc.is_tracing():
+        raise RuntimeError("tracemalloc is already tracing; stop it first (traced_allocations starts its own)")
+    tracemalloc.start(_TRACE_DEPTH)
     try:
         # empty the free lists: hold on to more objects of each kind than they can keep
         drain = ([i + 0.5 for i in range(256)], [[] for _ in range(256)], [{} for _ in range(256)])
-        before = tracemalloc.take_snapshot()
-        result = build()
-        after = tracemalloc.take_snapshot()
+        with paused_gc():  # a collection in mid-build could run finalizers that allocate
+            before = tracemalloc.take_snapshot()
+            result = _call(build)
+            after = tracemalloc.take_snapshot()
         del result, drain
     finally:
-        if started_here:
-            tracemalloc.stop()
-    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]  # filtered after: filtering allocates
-    diff = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "filename")
+        tracemalloc.stop()
+    inside_build = [tracemalloc.Filter(True, __file__, lineno=_CALL_LINE, all_frames=True)]
+    diff = after.filter_traces(inside_build).compare_to(before.filter_traces(inside_build), "filename")
     return Allocations(sum(d.size_diff for d in diff), sum(d.count_diff for d in diff))
+
+
+def bytes_per_instance(make: Callable[[], Any], count: int = 1000) -> float:
+    """Bytes each object from make() holds, from tracemalloc, averaged over count objects."""
+    holder: list[Any] = [None] * count  # allocated before tracing starts, so not counted
+
+    def fill() -> None:
+        for i in range(count):
+            holder[i] = make()
+
+    return traced_allocations(fill).bytes / count
 
 
 def footprint_rows(n: int) -> list[dict[str, Any]]:
     """Bytes (two ways) and allocation count of an n x n float64 matrix in each storage."""
     a = np.random.default_rng(0).standard_normal((n, n))
     rows = []
-    for storage, build in STORAGE_BUILDERS.items():
-        traced = traced_allocations(lambda: build(a))
+    for storage in STORAGES:
+        traced = traced_allocations(lambda: to_storage(a, storage))
         rows.append({"measurement": "footprint", "storage": storage, "n": n,
-                     "getsizeof_bytes": deep_getsizeof(build(a)), "traced_bytes": traced.bytes,
+                     "getsizeof_bytes": deep_getsizeof(to_storage(a, storage)), "traced_bytes": traced.bytes,
                      "blocks": traced.blocks, "bytes_per_element": traced.bytes / (n * n)})
     return rows
+
+
+def cache_geometry(level: int = 1) -> dict[str, int | None]:
+    """Line size, number of sets and ways of a data cache, from the OS (None where it won't say).
+
+    A cache of `sets` x `ways` lines of `line_bytes` each keeps any address in just one set:
+    the one picked by the address bits just above the line offset.
+    """
+    out: dict[str, int | None] = {"line_bytes": None, "sets": None, "ways": None}
+    if sys.platform == "darwin":
+        line = bench._sysctl("hw.cachelinesize")
+        out["line_bytes"] = int(line) if line and line.isdigit() else None
+        return out
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        read = {name: bench._read(str(index / name)) for name in
+                ("level", "type", "coherency_line_size", "number_of_sets", "ways_of_associativity")}
+        if read["level"] == str(level) and read["type"] in ("Data", "Unified"):
+            for key, name in (("line_bytes", "coherency_line_size"), ("sets", "number_of_sets"),
+                              ("ways", "ways_of_associativity")):
+                out[key] = int(read[name]) if (read[name] or "").isdigit() else None
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +330,7 @@ def matvec_flat_loop(a: Any, rows: int, cols: int, x: Any, y: Any) -> None:
         y[i] = total
 
 
-_matvec_flat_compiled = numba.njit(matvec_flat_loop)  # the same source, compiled to machine code
+matvec_flat_compiled = numba.njit(matvec_flat_loop)  # the same source, compiled to machine code
 
 
 def matvec_nested(a: list[list[float]], x: Sequence[float]) -> list[float]:
@@ -310,7 +363,7 @@ def matvec_numba(a: Any, rows: int, cols: int, x: Any) -> np.ndarray:
     a, x = _as_float64(a, "a", ndim=1), _as_float64(x, "x", ndim=1)
     _check_flat(len(a), rows, cols, len(x))
     y = np.empty(rows)
-    _matvec_flat_compiled(a, rows, cols, x, y)
+    matvec_flat_compiled(a, rows, cols, x, y)
     return y
 
 
@@ -337,12 +390,14 @@ def _as_float64(value: Any, name: str, ndim: int) -> np.ndarray:
     return array_
 
 
-def inner_loop_instructions(fn: Callable[..., Any]) -> list[dis.Instruction]:
+def inner_loop_instructions(fn: Callable[..., Any], adaptive: bool = False) -> list[dis.Instruction]:
     """The bytecode of fn's innermost loop: what the interpreter executes once per element.
 
     A loop ends in a backward jump to its start; the innermost loop is the shortest such span.
+    adaptive=True shows the specialised instructions CPython (3.11+) has swapped in for the
+    generic ones after watching fn run (e.g. BINARY_SUBSCR became BINARY_SUBSCR_DICT).
     """
-    instructions = list(dis.get_instructions(fn))
+    instructions = list(dis.get_instructions(fn, adaptive=adaptive))
     loops = [(ins.argval, ins.offset) for ins in instructions if ins.opname.startswith("JUMP_BACKWARD")]
     if not loops:
         raise ValueError(f"{getattr(fn, '__name__', fn)!r} has no loop")
@@ -370,17 +425,19 @@ def scale_by_columns(a, out, factor):
             out[i, j] = factor * a[i, j]
 
 
+SCALE_KERNELS = {"rows": scale_by_rows, "columns": scale_by_columns}
+
+
 def scale(a: np.ndarray, factor: float = 2.0, order: str = "rows", out: np.ndarray | None = None) -> np.ndarray:
     """factor * a, computed in the given traversal order ('rows' or 'columns') by numba."""
     a = _as_float64(a, "a", ndim=2)
-    kernels = {"rows": scale_by_rows, "columns": scale_by_columns}
-    if order not in kernels:
+    if order not in SCALE_KERNELS:
         raise ValueError(f"order must be 'rows' or 'columns', got {order!r}")
     if out is None:
         out = np.empty_like(a)
     elif _as_float64(out, "out", ndim=2).shape != a.shape:
         raise ValueError(f"out has shape {out.shape}, a has shape {a.shape}")
-    kernels[order](a, out, float(factor))
+    SCALE_KERNELS[order](a, out, float(factor))
     return out
 
 
@@ -406,12 +463,27 @@ class LayerSlots:
             setattr(self, name, value)
 
 
-def containers(values: Sequence[Any]) -> dict[str, Any]:
-    """One layer's weights (in LAYER_FIELDS order) in each kind of container."""
+CONTAINERS = ("dict[str]", "dataclass", "__slots__", "namedtuple")
+
+
+def container(kind: str, values: Sequence[Any]) -> Any:
+    """One layer's weights (in LAYER_FIELDS order) in one of the CONTAINERS."""
     if len(values) != len(LAYER_FIELDS):
         raise ValueError(f"expected {len(LAYER_FIELDS)} values ({', '.join(LAYER_FIELDS)}), got {len(values)}")
-    return {"dict[str]": dict(zip(LAYER_FIELDS, values)), "dataclass": LayerParams(*values),
-            "__slots__": LayerSlots(*values), "namedtuple": LayerTuple(*values)}
+    if kind == "dict[str]":
+        return dict(zip(LAYER_FIELDS, values))  # microgpt's way: state_dict["layer0.attn_wq"]
+    if kind == "dataclass":
+        return LayerParams(*values)  # the course's way (microgpt_lib.config)
+    if kind == "__slots__":
+        return LayerSlots(*values)
+    if kind == "namedtuple":
+        return LayerTuple(*values)
+    raise ValueError(f"kind must be one of {', '.join(CONTAINERS)}; got {kind!r}")
+
+
+def containers(values: Sequence[Any]) -> dict[str, Any]:
+    """The same weights in every kind of container, by kind."""
+    return {kind: container(kind, values) for kind in CONTAINERS}
 
 
 # how each container reads its first weight; "p" alone is the baseline (just loading p)
@@ -443,61 +515,19 @@ def access_loop(expression: str, unroll: int = 10) -> Callable[[Any, int], None]
     return loop
 
 
-def bytes_per_instance(make: Callable[[], Any], count: int = 1000) -> float:
-    """Bytes each object from make() holds, from tracemalloc, averaged over count objects."""
-    holder: list[Any] = [None] * count  # allocated before tracing starts, so not counted
+def lookup_instruction(loop: Callable[..., Any]) -> str:
+    """The instruction(s) an access_loop runs for its expression, as CPython specialised them.
 
-    def fill() -> None:
-        for i in range(count):
-            holder[i] = make()
-
-    return traced_allocations(fill).bytes / count
-
-
-def access_rows(rounds: int = 7, iterations: int = 2000, unroll: int = 10) -> list[dict[str, Any]]:
-    """Nanoseconds per read of one weight from each container, and the bytes each container holds.
-
-    ns_per_read includes the loop and the store to x; the baseline row (x = p) is that overhead
-    alone, so ns_over_baseline is the lookup itself (about 1 ns resolution: it can come out
-    slightly negative when a lookup costs next to nothing).
+    Call after the loop has run: what is left of its inner loop once the loop's own
+    instructions (iterate, load p, store x, jump back) are set aside.
     """
-    values = [np.zeros((1, 1)) for _ in LAYER_FIELDS]
-    boxes = containers(values)
-    calls = {label: (lambda loop=access_loop(expr, unroll), p=boxes[kind]: loop(p, iterations))
-             for label, (kind, expr) in ACCESS_EXPRESSIONS.items()}
-    timings = measure_interleaved(calls, rounds=rounds, min_time=0.005)
-    per_read = {label: t.median_s / (iterations * unroll) for label, t in timings.items()}
-    baseline = per_read["baseline (p itself)"]
-    rows = []
-    for label, seconds in per_read.items():
-        kind, expression = ACCESS_EXPRESSIONS[label]
-        is_baseline = expression == "p"
-        rows.append({"measurement": "access", "kernel": label, "family": "python",
-                     "container": None if is_baseline else kind, "expression": expression,
-                     "ns_per_read": seconds * 1e9, "ns_over_baseline": (seconds - baseline) * 1e9,
-                     "bytes": None if is_baseline else bytes_per_instance(lambda kind=kind: containers(values)[kind])})
-    return rows
-
-
-def row_view_rows(lengths: Sequence[int], *, rounds: int = 5) -> list[dict[str, Any]]:
-    """Seconds to get one row of a 4-row matrix whose rows have the given lengths, per storage."""
-    rows = []
-    for cols in lengths:
-        a = np.arange(4.0 * cols).reshape(4, cols)
-        s = storages(a)
-        flat, nested, view = s["flat list"], s["nested lists"], StridedView(s["flat list"], (4, cols))
-        calls = {"flat list slice (copy)": lambda: flat[2 * cols:3 * cols],
-                 "StridedView.row (view)": lambda: view.row(2),
-                 "numpy a[i] (view)": lambda: a[2],
-                 "nested a[i] (reference)": lambda: nested[2]}
-        for name, t in measure_interleaved(calls, rounds=rounds, min_time=0.005).items():
-            rows.append({"measurement": "row", "kernel": name, "family": "numpy" if "numpy" in name else "python",
-                         "cols": cols, **t.as_row()})
-    return rows
+    scaffolding = ("FOR_ITER", "STORE_FAST", "LOAD_FAST", "LOAD_CONST", "JUMP_BACKWARD", "NOP", "CACHE")
+    ops = [ins.opname for ins in inner_loop_instructions(loop, adaptive=True)]
+    return " ".join(dict.fromkeys(op for op in ops if not op.startswith(scaffolding)))
 
 
 # --------------------------------------------------------------------------------------------
-# timing, and the benchmark suite
+# the measurements, and the benchmark suite
 
 
 def measure_interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int = 7,
@@ -570,13 +600,59 @@ def traversal_rows(sizes: Sequence[int], *, rounds: int = 5, pad: int = 8) -> li
             variants.append((f"-padded{pad}", padded(variants[0][1], pad)))
         for suffix, a in variants:
             out = padded(np.zeros((n, n)), pad) if suffix else np.empty_like(a)
-            calls = {f"{order}{suffix}": (lambda order=order, a=a, out=out: scale(a, 2.0, order, out))
-                     for order in ("rows", "columns")}
+            # the compiled kernels themselves: scale()'s checks would cost more than a small walk
+            calls = {f"{order}{suffix}": (lambda kernel=kernel, a=a, out=out: kernel(a, out, 2.0))
+                     for order, kernel in SCALE_KERNELS.items()}
             for name, t in measure_interleaved(calls, rounds=rounds, min_time=0.01).items():
                 rows.append({"measurement": "traversal", "kernel": f"scale-by-{name}", "family": "numba",
                              "order": name.split("-")[0], "n": n, "row_stride": a.strides[0] // 8,
-                             "bytes": a.size * 8, "dtype": "float64", "threads": 1, **t.as_row(),
+                             "matrix_bytes": a.size * 8, "dtype": "float64", "threads": 1, **t.as_row(),
                              "ns_per_element": t.median_s / (n * n) * 1e9})
+    return rows
+
+
+def row_view_rows(lengths: Sequence[int], *, rounds: int = 5) -> list[dict[str, Any]]:
+    """Seconds to get one row of a 4-row matrix whose rows have the given lengths, per storage."""
+    rows = []
+    for cols in lengths:
+        a = np.arange(4.0 * cols).reshape(4, cols)
+        s = storages(a)
+        flat, nested, view = s["flat list"], s["nested lists"], StridedView(s["flat list"], (4, cols))
+        calls = {"flat list slice (copy)": lambda: flat[2 * cols:3 * cols],
+                 "StridedView.row (view)": lambda: view.row(2),
+                 "numpy a[i] (view)": lambda: a[2],
+                 "nested a[i] (reference)": lambda: nested[2]}
+        for name, t in measure_interleaved(calls, rounds=rounds, min_time=0.005).items():
+            rows.append({"measurement": "row", "kernel": name, "family": "numpy" if "numpy" in name else "python",
+                         "cols": cols, **t.as_row()})
+    return rows
+
+
+def access_rows(rounds: int = 15, iterations: int = 1000, unroll: int = 10) -> list[dict[str, Any]]:
+    """Nanoseconds per read of one weight from each container, and the bytes each container holds.
+
+    ns_per_read includes the loop and the store to x; the baseline row (x = p) is that overhead
+    alone, so ns_over_baseline is the lookup itself (about 1 ns resolution: it can come out
+    slightly negative when a lookup costs next to nothing).
+    """
+    values = [np.zeros((1, 1)) for _ in LAYER_FIELDS]
+    boxes = containers(values)
+    loops = {label: access_loop(expr, unroll) for label, (_, expr) in ACCESS_EXPRESSIONS.items()}
+    calls = {label: (lambda loop=loops[label], p=boxes[kind]: loop(p, iterations))
+             for label, (kind, _) in ACCESS_EXPRESSIONS.items()}
+    timings = measure_interleaved(calls, rounds=rounds, min_time=0.002)  # short samples, many rounds
+    per_read = {label: t.median_s / (iterations * unroll) for label, t in timings.items()}
+    baseline = per_read["baseline (p itself)"]
+    rows = []
+    for label, seconds in per_read.items():
+        kind, expression = ACCESS_EXPRESSIONS[label]
+        is_baseline = expression == "p"
+        rows.append({"measurement": "access", "kernel": label, "family": "python",
+                     "container": None if is_baseline else kind, "expression": expression,
+                     "instruction": lookup_instruction(loops[label]),
+                     "ns_per_read": seconds * 1e9, "ns_over_baseline": (seconds - baseline) * 1e9,
+                     "container_bytes": None if is_baseline else
+                     bytes_per_instance(lambda kind=kind: container(kind, values))})
     return rows
 
 
@@ -597,5 +673,5 @@ def suite_layout(options: argparse.Namespace) -> list[dict[str, Any]]:
     rows += matvec_rows(matvec_sizes, rounds=rounds, python_max_n=python_max_n)
     rows += traversal_rows([300, 256] if options.quick else TRAVERSAL_SIZES, rounds=rounds)
     rows += row_view_rows([10, 1000] if options.quick else [10, 100, 1000, 10_000], rounds=rounds)
-    rows += access_rows(rounds=rounds, iterations=200 if options.quick else 2000)
+    rows += access_rows(rounds=max(rounds, 15), iterations=200 if options.quick else 1000)
     return rows

@@ -53,7 +53,7 @@ def test_matvec_property_every_shape(rows, cols, seed):
 
 
 def test_numba_kernel_is_the_python_loop_compiled():
-    assert layout._matvec_flat_compiled.py_func is layout.matvec_flat_loop
+    assert layout.matvec_flat_compiled.py_func is layout.matvec_flat_loop
 
 
 def test_matvec_nested_rejects_ragged_rows_and_wrong_x():
@@ -118,7 +118,19 @@ def test_storages_hold_the_same_numbers_row_major():
     assert layout.storages(a.T)["flat list"] == [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
 
 
+def test_cache_geometry_is_plausible_where_the_os_reports_it():
+    geometry = layout.cache_geometry()
+    assert set(geometry) == {"line_bytes", "sets", "ways"}
+    if geometry["line_bytes"] is not None:
+        assert geometry["line_bytes"] in (32, 64, 128, 256)
+    l1 = bench.cpu_info()["caches"].get("L1d")
+    if l1 and geometry["sets"] and geometry["ways"]:
+        assert geometry["sets"] * geometry["ways"] * geometry["line_bytes"] == l1
+
+
 def test_storages_reject_non_matrices():
+    with pytest.raises(ValueError, match="storage must be one of"):
+        layout.to_storage(np.ones((2, 2)), "linked list")
     with pytest.raises(ValueError, match="a must be 2-D"):
         layout.storages(np.ones(3))
     with pytest.raises(TypeError, match="float64"):
@@ -141,8 +153,10 @@ def test_deep_getsizeof_counts_each_object_once():
 def test_traced_allocations_sees_raw_and_boxed_storage():
     n = 10_000
     raw = layout.traced_allocations(lambda: array.array("d", bytes(8 * n)))
-    assert 8 * n <= raw.bytes < 8 * n * 17 / 16 + 256 and raw.blocks == 2  # array grows by 1/16
-    assert raw.bytes == sys.getsizeof(array.array("d", bytes(8 * n)))
+    # the object and its buffer (grown by 1/16); under pytest, a first traced run sometimes also
+    # keeps one small block (56 bytes) that a plain interpreter does not: allow it
+    assert 2 <= raw.blocks <= 3
+    assert 0 <= raw.bytes - sys.getsizeof(array.array("d", bytes(8 * n))) <= 64
     boxed = layout.traced_allocations(lambda: [i + 0.5 for i in range(n)])
     assert n + 2 <= boxed.blocks <= n + 8  # a float object per element, the list, its item array
     assert abs(boxed.bytes - layout.deep_getsizeof([i + 0.5 for i in range(n)])) <= 256
@@ -150,7 +164,7 @@ def test_traced_allocations_sees_raw_and_boxed_storage():
 
 def test_footprint_rows_show_boxing_costs_four_times_the_bytes():
     rows = {r["storage"]: r for r in layout.footprint_rows(32)}
-    assert set(rows) == set(layout.STORAGE_BUILDERS)
+    assert set(rows) == set(layout.STORAGES)
     assert rows["numpy"]["bytes_per_element"] == pytest.approx(8, rel=0.2)
     assert rows["flat list"]["bytes_per_element"] == pytest.approx(32, rel=0.1)
     assert rows["nested lists"]["blocks"] > rows["flat list"]["blocks"] > 100 * rows["numpy"]["blocks"]
@@ -290,6 +304,8 @@ def test_containers_hold_the_same_weights():
     assert not hasattr(boxes["__slots__"], "__dict__")
     with pytest.raises(ValueError, match="expected 6 values"):
         layout.containers(values[:2])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        layout.container("list", values)
     with pytest.raises(TypeError, match="LayerSlots takes 6 values"):
         layout.LayerSlots(1, 2)
 
@@ -301,6 +317,16 @@ def test_access_loop_evaluates_the_expression():
     assert seen == [1] * 12 and loop.source.count("p.append(1)") == 3
     with pytest.raises(ValueError, match="not a Python expression"):
         layout.access_loop("p.[")
+
+
+def test_lookup_instruction_names_the_specialised_access():
+    boxes = layout.containers([1.0] * 6)
+    loop = layout.access_loop('p["attn_wq"]', unroll=1)
+    loop(boxes["dict[str]"], 100)  # let CPython watch it run
+    assert "BINARY_SUBSCR" in layout.lookup_instruction(loop)
+    loop = layout.access_loop("p.attn_wq", unroll=1)
+    loop(boxes["__slots__"], 100)
+    assert "LOAD_ATTR" in layout.lookup_instruction(loop)
 
 
 def test_measure_interleaved_times_every_function():
@@ -329,4 +355,5 @@ def test_suite_layout_quick_rows():
     assert {"scale-by-rows", "scale-by-columns", "scale-by-columns-padded8"} <= traversal
     access = {r["kernel"]: r for r in rows if r["measurement"] == "access"}
     assert set(access) == set(layout.ACCESS_EXPRESSIONS)
-    assert access["__slots__ .attr"]["bytes"] < access["dict[str]"]["bytes"]
+    assert access["__slots__ .attr"]["container_bytes"] < access["dict[str]"]["container_bytes"]
+    assert access["__slots__ .attr"]["container_bytes"] == sys.getsizeof(layout.LayerSlots(*range(6)))
