@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import math
 import re
 import time
@@ -33,7 +34,7 @@ from typing import Any, Callable, Iterator
 import numba
 import numpy as np
 
-from . import bench
+from . import bench, layout
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -154,6 +155,27 @@ def numba_matmul(a: np.ndarray, b: np.ndarray, order: str = "ikj") -> np.ndarray
     if a.size and b.size:
         loop(a, b, c)
     return c
+
+
+def access_trace(order: str, n: int, steps: int) -> dict[str, list[int]]:
+    """Offsets (in elements, row-major) of the A, B and C elements the first `steps` iterations
+    of a loop order touch, for N x N matrices: the picture behind the strides."""
+    _loop(LOOP_ORDERS, order)
+    trace: dict[str, list[int]] = {"A": [], "B": [], "C": []}
+    for step, values in enumerate(itertools.product(range(n), repeat=3)):
+        if step == steps:
+            break
+        index = dict(zip(order, values))  # e.g. order "ikj": the outer loop is i, the inner j
+        i, j, k = index["i"], index["j"], index["k"]
+        trace["A"].append(i * n + k)
+        trace["B"].append(k * n + j)
+        trace["C"].append(i * n + j)
+    return trace
+
+
+def cache_line_bytes() -> int:
+    """The cache-line size the OS reports (layout.cache_geometry), 64 bytes if it does not say."""
+    return layout.cache_geometry(1)["line_bytes"] or 64
 
 
 def misses_per_iteration(order: str, itemsize: int = 8, line_bytes: int = 64) -> dict[str, float]:
@@ -345,10 +367,11 @@ def pack_rows(a, i0, k0, out):
 def pack_columns(b, k0, j0, out):
     """out[r, :] = b[k0 : k0 + width, j0 + r]: B's columns made contiguous rows; zeros past B's edge."""
     width = out.shape[1]
-    out[:, :] = 0
-    for p in range(width):  # read B along its rows, write the packed buffer down its columns
-        for r in range(min(out.shape[0], b.shape[1] - j0)):
-            out[r, p] = b[k0 + p, j0 + r]
+    for r in range(out.shape[0]):
+        if j0 + r < b.shape[1]:
+            out[r, :] = b[k0:k0 + width, j0 + r]
+        else:
+            out[r, :] = 0
 
 
 @numba.njit(parallel=True, cache=True)
@@ -360,7 +383,8 @@ def _packed_matmul(a, b, c, mc, kc, nc, simd):
         for k0 in range(0, inner, kc):  # a slice of the inner dimension
             width = min(kc, inner - k0)
             b_pack = np.empty((panel, width), b.dtype)
-            pack_columns(b, k0, j0, b_pack)
+            for jp in numba.prange(panel // NR):  # packing B is shared among the threads too
+                pack_columns(b, k0, j0 + jp * NR, b_pack[jp * NR:(jp + 1) * NR])
             for block in numba.prange((rows + mc - 1) // mc):  # blocks of A's rows, one per thread
                 i0 = block * mc
                 a_pack = np.empty(((min(mc, rows - i0) + MR - 1) // MR * MR, width), a.dtype)
@@ -444,13 +468,17 @@ _ARM_VECTOR = re.compile(r"\bf(?:mla|mls|mul|add|sub)\s+v\d+\.\d*[dsh]")
 _ARM_SCALAR = re.compile(r"\bf(?:n?madd|n?msub|mul|add|sub)\s+[dsh]\d+")
 _FMA = re.compile(r"\bvfn?m(?:add|sub)\w*[ps][sd]\b|\bf(?:mla|mls|n?madd|n?msub)\s")
 _X86_BITS = {"x": 128, "y": 256, "z": 512}
+# a vector register stored to the stack: the register file is full ("spilling")
+_SPILL = re.compile(r"\bvmov\w*\s+%[xyz]mm\d+,\s*-?\d*\(%rsp\)|\bstr\s+q\d+,\s*\[sp")
 
 
 def count_float_ops(asm: str) -> dict[str, Any]:
     """Count floating-point multiply/add/FMA instructions in assembly text, by register width.
 
     Counts instructions in the code, not executions: a vectorized loop usually comes with a
-    scalar copy for the last few iterations, so a vectorized function shows both kinds.
+    scalar copy for the last few iterations, so a vectorized function shows both kinds; and a
+    compiler may emit a vector path for a special case (say, stride 1) that never runs.
+    "spills" counts vector registers saved to the stack: more live values than registers.
     """
     vector = {128: 0, 256: 0, 512: 0}
     for reg in _X86_VECTOR.findall(asm):
@@ -459,7 +487,7 @@ def count_float_ops(asm: str) -> dict[str, Any]:
     scalar = len(_X86_SCALAR.findall(asm)) + len(_ARM_SCALAR.findall(asm))
     widest = max((bits for bits, n in vector.items() if n), default=0)
     return {"vector_ops": vector, "scalar_ops": scalar, "fma_ops": len(_FMA.findall(asm)),
-            "widest_bits": widest, "vectorized": widest > 0}
+            "widest_bits": widest, "vectorized": widest > 0, "spills": len(_SPILL.findall(asm))}
 
 
 def assembly(fn: Any, *args: Any) -> str:

@@ -141,6 +141,14 @@ def test_misses_per_iteration_ranks_the_orders():
     assert kernels.misses_per_iteration("ikj") == {"A": 0.0, "B": 0.125, "C": 0.125, "total": 0.25}
 
 
+def test_access_trace_shows_the_strides():
+    trace = kernels.access_trace("ikj", n=5, steps=7)
+    assert trace["B"] == [0, 1, 2, 3, 4, 5, 6] and trace["C"] == [0, 1, 2, 3, 4, 0, 1] and trace["A"] == [0] * 5 + [1, 1]
+    assert kernels.access_trace("ijk", n=5, steps=3)["B"] == [0, 5, 10]
+    assert kernels.access_trace("jki", n=5, steps=3)["A"] == [0, 5, 10]
+    assert kernels.cache_line_bytes() in (32, 64, 128, 256)
+
+
 def test_tile_sizes_follow_the_caches():
     caches = {"L1d": 32 * 1024, "L2": 1024 * 1024, "L3": 32 * 1024 * 1024}
     assert kernels.tile_sizes("float64", caches) == Tiles(mc=256, kc=256, nc=8192)
@@ -168,11 +176,12 @@ def test_count_float_ops_reads_x86_and_arm_assembly():
         vaddsd %xmm0, %xmm1, %xmm1
         vmovupd %zmm0, (%rdi)
     """
-    assert kernels.count_float_ops(x86) == {"vector_ops": {128: 1, 256: 1, 512: 1}, "scalar_ops": 2,
-                                            "fma_ops": 3, "widest_bits": 512, "vectorized": True}
+    assert kernels.count_float_ops(x86 + "vmovupd %ymm3, -72(%rsp)") == {
+        "vector_ops": {128: 1, 256: 1, 512: 1}, "scalar_ops": 2, "fma_ops": 3, "widest_bits": 512,
+        "vectorized": True, "spills": 1}
     arm = "fmla v0.2d, v1.2d, v2.2d\n fmadd d0, d1, d2, d3\n fadd d1, d1, d2\n ldr q0, [x0]"
     assert kernels.count_float_ops(arm) == {"vector_ops": {128: 1, 256: 0, 512: 0}, "scalar_ops": 2,
-                                            "fma_ops": 2, "widest_bits": 128, "vectorized": True}
+                                            "fma_ops": 2, "widest_bits": 128, "vectorized": True, "spills": 0}
 
 
 def test_fastmath_is_what_vectorizes_the_micro_kernel():
