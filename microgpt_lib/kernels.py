@@ -14,6 +14,7 @@ new C = A @ B with A's dtype. From three Python loops to a kernel within reach o
     packed_matmul(a, b, ...)      copy blocks into contiguous panels, run the micro-kernel on them
     ikj_parallel_matmul(a, b)     ikj with numba.prange over the rows of C
     vectorization_report(fn)      does the compiled code use vector FMAs? (reads numba's assembly)
+    measure_scalar_peak()         the ceiling for code without SIMD
     measure_bandwidth()           memory read bandwidth, the second roof of the roofline
     KERNELS, BEST_KERNEL          name -> Kernel, the registry chapters 04-07 and the bench use
     run_ladder(...), suite_matmul the benchmark: python -m microgpt_lib.bench matmul
@@ -280,8 +281,8 @@ def tiled_matmul(a: np.ndarray, b: np.ndarray, tile: int | None = None, *, views
 # The packed kernel, BLIS-style. C is cut into MR x NR tiles; each tile is 16 dot products of
 # length kc, kept in registers by the micro-kernel. The data it reads is first copied ("packed")
 # into small contiguous buffers sized to the caches: a kc-slice of NR columns of B (read again
-# for every tile in a column of tiles: L1), an mc x kc block of A (read again for every column
-# of tiles: L2), and a kc x nc panel of B (read again for every block of A: L3).
+# for every tile down a block of A: L1), an mc x kc block of A (read again for every NR columns
+# of B: L2), and a kc x nc panel of B (read again for every block of A: L3).
 MR, NR = 4, 4
 
 
@@ -302,16 +303,22 @@ class Tiles:
             raise ValueError(f"Tiles.mc must be a multiple of {MR} and nc of {NR}, got mc={self.mc}, nc={self.nc}")
 
 
+@functools.lru_cache(maxsize=None)
+def _default_tiles(dtype: np.dtype) -> Tiles:
+    return tile_sizes(dtype)
+
+
 def tile_sizes(dtype: Any = np.float64, caches: dict[str, int] | None = None) -> Tiles:
     """Block sizes from the cache sizes (bench.cpu_info(); common sizes if the OS does not say).
 
-    kc: the MR rows of A and NR columns of B one micro-kernel reads fill half of L1;
-    mc: the mc x kc block of A fills half of L2;   nc: the kc x nc panel of B half of L3.
-    "Half" leaves room for C, the other operand and whatever else is running.
+    kc: the NR packed columns of B, reused by every micro-kernel down a block of A, fill half
+        of L1 (the other half for the rows of A streaming past, and C);
+    mc: the mc x kc block of A, reused for every NR columns of B, fills half of L2;
+    nc: the kc x nc panel of B, reused by every block of A, fills half of L3.
     """
     caches = {**dict(_cache_sizes()), **(caches or {})}
     itemsize = np.dtype(dtype).itemsize
-    kc = max(16, caches["L1d"] // 2 // ((MR + NR) * itemsize) // 16 * 16)
+    kc = max(16, caches["L1d"] // 2 // (NR * itemsize) // 16 * 16)
     mc = max(MR, caches["L2"] // 2 // (kc * itemsize) // MR * MR)
     nc = max(NR, caches["L3"] // 2 // (kc * itemsize) // NR * NR)
     return Tiles(mc=mc, kc=kc, nc=nc)
@@ -399,12 +406,16 @@ def _packed_matmul(a, b, c, mc, kc, nc, simd):
 
 @contextlib.contextmanager
 def numba_threads(n: int | None) -> Iterator[int]:
-    """Run numba's parallel loops on n threads inside the block (None: all of them)."""
+    """Run numba's parallel loops on n threads inside the block (None: leave the count as it is,
+    which is all the cores unless someone set it lower)."""
     limit = numba.config.NUMBA_NUM_THREADS
-    n = limit if n is None else n
+    n = numba.get_num_threads() if n is None else n
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= limit:
         raise ValueError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {n!r}")
     old = numba.get_num_threads()
+    if n == old:  # nothing to change (and setting it costs microseconds)
+        yield old
+        return
     numba.set_num_threads(int(n))
     try:
         yield int(n)
@@ -416,13 +427,13 @@ def packed_matmul(a: np.ndarray, b: np.ndarray, *, threads: int | None = None,
                   tiles: Tiles | None = None, simd: bool = True) -> np.ndarray:
     """C = A @ B by packed blocks and a 4x4 register-tile micro-kernel.
 
-    threads  numba threads for the row blocks (None: all; 1: the single-thread kernel)
+    threads  numba threads for the row blocks (None: numba's current count; 1: one thread)
     tiles    block sizes (default: tile_sizes(dtype) from this machine's caches)
     simd     False runs the micro-kernel compiled without reassociation: same loop, scalar code
     """
     a, b = check_operands(a, b)
     rows, cols = a.shape[0], b.shape[1]
-    tiles = tiles or tile_sizes(a.dtype)
+    tiles = tiles or _default_tiles(a.dtype)
     c = np.zeros(((rows + MR - 1) // MR * MR, (cols + NR - 1) // NR * NR), a.dtype)
     with numba_threads(threads) as n:
         # give every thread at least one block of rows when A is short
@@ -449,7 +460,7 @@ _loop_ikj_parallel = numba.njit(parallel=True, cache=True)(loop_ikj_parallel)
 
 
 def ikj_parallel_matmul(a: np.ndarray, b: np.ndarray, *, threads: int | None = None) -> np.ndarray:
-    """C = A @ B by the ikj loops with numba.prange over rows (threads: None = all)."""
+    """C = A @ B by the ikj loops with numba.prange over rows (threads: None = numba's current count)."""
     a, b = check_operands(a, b)
     c = np.zeros((a.shape[0], b.shape[1]), a.dtype)
     with numba_threads(threads):
@@ -493,15 +504,22 @@ def count_float_ops(asm: str) -> dict[str, Any]:
 def assembly(fn: Any, *args: Any) -> str:
     """The machine code numba generates for `fn` (a numba function) called with args like these.
 
-    It compiles a fresh, uncached copy with the same options: code loaded from numba's disk
-    cache cannot be inspected. Nothing is run.
+    Only the function itself (and what the compiler inlined into it): not the wrappers numba
+    adds to call it from Python. It compiles a fresh, uncached copy with the same options, since
+    code loaded from numba's disk cache cannot be inspected. Nothing is run.
     """
     if not hasattr(fn, "py_func") or not hasattr(fn, "targetoptions"):
         raise TypeError(f"fn must be a numba.njit function, got {type(fn).__name__}")
     options = {k: v for k, v in fn.targetoptions.items() if k != "nopython"}
     fresh = numba.njit(**options)(fn.py_func)
     fresh.compile(tuple(numba.typeof(x) for x in args))
-    return "\n".join(fresh.inspect_asm().values())
+    compiled = fresh.overloads[fresh.signatures[0]]
+    asm = compiled.library.get_asm_str()
+    start = asm.find(f"\n{compiled.fndesc.mangled_name}:")
+    if start < 0:  # unexpected layout: give the whole module rather than nothing
+        return asm
+    end = asm.find(".Lfunc_end", start)
+    return asm[start:end if end > 0 else len(asm)]
 
 
 def vectorization_report(fn: Any, *args: Any) -> dict[str, Any]:
@@ -516,6 +534,33 @@ def vectorization_report(fn: Any, *args: Any) -> dict[str, Any]:
 def micro_kernel_arguments(dtype: Any = np.float64, kc: int = 64) -> tuple:
     """Small example arguments for micro_kernel_simd / micro_kernel_scalar (for the reports)."""
     return (np.ones((MR, kc), dtype), np.ones((NR, kc), dtype), np.zeros((MR, NR), dtype), 0, 0)
+
+
+@numba.njit(fastmath={"contract"}, cache=True)
+def _scalar_fma_chains(iterations, a, b):
+    # 16 independent chains of x = x * a + b: enough to keep every FMA unit busy, one number at a time
+    x0 = x1 = x2 = x3 = x4 = x5 = x6 = x7 = 1.0
+    y0 = y1 = y2 = y3 = y4 = y5 = y6 = y7 = 1.0
+    for _ in range(iterations):
+        x0, x1, x2, x3 = x0 * a + b, x1 * a + b, x2 * a + b, x3 * a + b
+        x4, x5, x6, x7 = x4 * a + b, x5 * a + b, x6 * a + b, x7 * a + b
+        y0, y1, y2, y3 = y0 * a + b, y1 * a + b, y2 * a + b, y3 * a + b
+        y4, y5, y6, y7 = y4 * a + b, y5 * a + b, y6 * a + b, y7 * a + b
+    return x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7 + y0 + y1 + y2 + y3 + y4 + y5 + y6 + y7
+
+
+def measure_scalar_peak(seconds: float = 0.2) -> dict[str, Any]:
+    """One core's float64 peak without SIMD: scalar FMAs on 16 independent chains, best of 5.
+
+    The ceiling code that was not vectorized cannot pass. (Compiled with fastmath={"contract"}:
+    FMAs allowed, nothing reordered, so the compiler has no licence to vectorize the chains.)
+    """
+    a, b = 1.0 - 1e-9, 1e-9
+    _scalar_fma_chains(1, a, b)  # compile
+    iterations = max(1000, int(seconds / 5 * 1e9 / 16))  # about seconds / 5 per call at 1 FMA per ns
+    timing = bench.measure(lambda: _scalar_fma_chains(iterations, a, b), repeats=5)
+    return {"gflops": bench.gflops(2 * 16 * iterations, timing.min_s),
+            "median_gflops": bench.gflops(2 * 16 * iterations, timing.median_s), "threads": 1, "source": "measured"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -751,6 +796,8 @@ def suite_matmul(options: argparse.Namespace) -> list[dict[str, Any]]:
             peaks[(dtype, t)] = peak["gflops"] if t > 1 else peak["per_core_gflops"]
             rows.append({"kernel": "fma-loop", "family": "peak", "dtype": dtype, "threads": t,
                          "gflops": peaks[(dtype, t)]})
+    rows.append({"kernel": "scalar-fma-loop", "family": "peak", "dtype": "float64", "threads": 1,
+                 "gflops": measure_scalar_peak()["gflops"]})
     l3_megabytes = dict(_cache_sizes())["L3"] >> 20
     bandwidth = measure_bandwidth(megabytes=max(64, (2 if options.quick else 4) * l3_megabytes), threads=limit)
     rows.append({"kernel": "read-bandwidth", "family": "memory", "threads": bandwidth["threads"],

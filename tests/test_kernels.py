@@ -151,8 +151,8 @@ def test_access_trace_shows_the_strides():
 
 def test_tile_sizes_follow_the_caches():
     caches = {"L1d": 32 * 1024, "L2": 1024 * 1024, "L3": 32 * 1024 * 1024}
-    assert kernels.tile_sizes("float64", caches) == Tiles(mc=256, kc=256, nc=8192)
-    assert kernels.tile_sizes("float32", caches) == Tiles(mc=256, kc=512, nc=8192)
+    assert kernels.tile_sizes("float64", caches) == Tiles(mc=128, kc=512, nc=4096)
+    assert kernels.tile_sizes("float32", caches) == Tiles(mc=128, kc=1024, nc=4096)
     tiny = kernels.tile_sizes("float64", {"L1d": 1024, "L2": 1024, "L3": 1024})
     assert tiny == Tiles(mc=kernels.MR, kc=16, nc=kernels.NR)
     assert isinstance(kernels.tile_sizes(), Tiles) and kernels.default_tile() % 8 == 0
@@ -162,6 +162,8 @@ def test_numba_threads_restores_the_count():
     before = numba.get_num_threads()
     with kernels.numba_threads(1) as n:
         assert n == 1 and numba.get_num_threads() == 1
+        with kernels.numba_threads(None) as inner:  # None keeps the count set outside
+            assert inner == 1
     assert numba.get_num_threads() == before
     assert kernels.thread_counts(1) == [1] and kernels.thread_counts(2) == [1, 2]
     assert kernels.thread_counts(6) == [1, 2, 4, 6] and kernels.thread_counts(8) == [1, 2, 4, 8]
@@ -242,6 +244,10 @@ def test_suite_runs_through_the_bench_cli_parser(tmp_path):
 def test_spin_trap_and_bandwidth_return_measurements():
     trap = kernels.blas_spin_trap("numba-ikj-parallel", n=32, repeats=3)
     assert set(trap) == {"alone_s", "after_blas_s", "after_blas_limited_s"} and all(v > 0 for v in trap.values())
+    scalar = kernels.measure_scalar_peak(seconds=0.01)
+    assert scalar["gflops"] > 0 and scalar["threads"] == 1
+    report = kernels.vectorization_report(kernels._scalar_fma_chains, 10, 1.0, 1.0)
+    assert not report["vectorized"] and report["fma_ops"] >= 16
     bandwidth = kernels.measure_bandwidth(megabytes=8, repeats=2)
     assert bandwidth["gbytes_per_s"] > 0 and bandwidth["bytes"] == 8 * 2**20
     with pytest.raises(ValueError, match="megabytes must be >= 1"):
