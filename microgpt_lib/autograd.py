@@ -36,7 +36,7 @@ class Value:
     __slots__ = ("data", "grad", "_children", "_local_grads")
 
     def __init__(self, data: float, children: tuple[Value, ...] = (), local_grads: tuple[float, ...] = ()) -> None:
-        self.data = data if type(data) is float else _real(data, "Value(data)")
+        self.data = data if type(data) is float else _real(data, "Value(data)", "a real number (int or float)")
         self.grad = 0.0
         self._children = children
         self._local_grads = local_grads
@@ -49,14 +49,14 @@ class Value:
     def __add__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
             return Value(self.data + other.data, (self, other), (1.0, 1.0))
-        return Value(self.data + _real(other, "+"), (self,), (1.0,))
+        return Value(self.data + _real(other, "unsupported operand for +"), (self,), (1.0,))
 
     __radd__ = __add__
 
     def __mul__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
             return Value(self.data * other.data, (self, other), (other.data, self.data))
-        other = _real(other, "*")
+        other = _real(other, "unsupported operand for *")
         return Value(self.data * other, (self,), (other,))
 
     __rmul__ = __mul__
@@ -67,10 +67,10 @@ class Value:
     def __sub__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
             return Value(self.data - other.data, (self, other), (1.0, -1.0))
-        return Value(self.data - _real(other, "-"), (self,), (1.0,))
+        return Value(self.data - _real(other, "unsupported operand for -"), (self,), (1.0,))
 
     def __rsub__(self, other: float) -> Value:
-        return Value(_real(other, "-") - self.data, (self,), (-1.0,))
+        return Value(_real(other, "unsupported operand for -") - self.data, (self,), (-1.0,))
 
     def __truediv__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
@@ -78,23 +78,22 @@ class Value:
             if b == 0.0:
                 raise ZeroDivisionError(f"division by a Value whose data is 0.0 ({self!r} / {other!r})")
             return Value(a / b, (self, other), (1.0 / b, -a / (b * b)))
-        b = _real(other, "/")
+        b = _real(other, "unsupported operand for /")
         if b == 0.0:
             raise ZeroDivisionError(f"division of {self!r} by the number 0")
         return Value(self.data / b, (self,), (1.0 / b,))
 
     def __rtruediv__(self, other: float) -> Value:
-        a = self.data
+        a, c = self.data, _real(other, "unsupported operand for /")
         if a == 0.0:
             raise ZeroDivisionError(f"division by a Value whose data is 0.0 ({other!r} / {self!r})")
-        c = _real(other, "/")
         return Value(c / a, (self,), (-c / (a * a),))
 
     def __pow__(self, exponent: float) -> Value:
         if isinstance(exponent, Value):
             raise TypeError("Value ** Value is not supported: the exponent must be a number; "
                             "for a positive base write (exponent * base.log()).exp()")
-        n, a = _real(exponent, "**"), self.data
+        n, a = _real(exponent, "unsupported operand for **", "a real number"), self.data
         if a == 0.0 and n < 0:
             raise ZeroDivisionError(f"0.0 ** {n}: zero cannot be raised to a negative power")
         if a < 0.0 and not n.is_integer():
@@ -141,14 +140,13 @@ class Value:
         backpropagate(topological_order(self))
 
 
-def _real(x: object, where: str) -> float:
-    """x as a float, or a TypeError that names x and the operation it was given to."""
+def _real(x: object, where: str, expected: str = "a Value or a real number (int or float)") -> float:
+    """x as a float, or a TypeError that names x and where it was given."""
     if type(x) is float:
         return x
     if isinstance(x, Real) and not isinstance(x, bool):  # int, numpy floats, Fraction, ...
         return float(x)
-    raise TypeError(f"unsupported operand for {where}: {type(x).__name__} {x!r:.40}; "
-                    "expected a Value or a real number (int or float)")
+    raise TypeError(f"{where}: expected {expected}, got {type(x).__name__} {x!r:.40}")
 
 
 def topological_order(root: Value) -> list[Value]:
@@ -201,7 +199,7 @@ def numerical_grad(f: Callable[[list[Value]], Value], xs: Sequence[float], eps: 
     h = eps * max(1, |xs[i]|). The error is about h^2 * f''' / 6 (truncation) plus
     1e-16 * |f| / h (rounding): with eps = 1e-6, around 1e-10 relative for well-scaled f.
     """
-    xs = [_real(x, "numerical_grad(xs)") for x in xs]
+    xs = [_real(x, "numerical_grad(xs)", "real numbers") for x in xs]
     grads = []
     for i, x in enumerate(xs):
         h = eps * max(1.0, abs(x))

@@ -254,16 +254,25 @@ def draw_graph(root: Value, names: dict[Value, str] | None = None, ax: Any = Non
 
     names = names or {}
     order = topological_order(root)
-    depth: dict[Value, int] = {}
-    for node in order:  # children come first, so their depth is known
-        depth[node] = 1 + max((depth[c] for c in node._children), default=-1)
+    steps: dict[Value, int] = {root: 0}  # the longest path from a node to the root, in edges
+    parents: dict[Value, list[Value]] = {node: [] for node in order}
+    for node in reversed(order):  # parents first, so a node's own distance is final
+        for child in node._children:
+            steps[child] = max(steps.get(child, 0), steps[node] + 1)
+            parents[child].append(node)
+    width = max(steps.values())
     columns: dict[int, list[Value]] = {}
     for node in order:
-        columns.setdefault(depth[node], []).append(node)
-    position = {node: (d, (len(col) - 1) / 2 - i) for d, col in columns.items() for i, node in enumerate(col)}
+        columns.setdefault(width - steps[node], []).append(node)
+    position: dict[Value, tuple[float, float]] = {}
+    for column in range(width, -1, -1):  # right to left: sit each node level with its parents
+        col = columns.get(column, [])
+        col.sort(key=lambda v: -statistics.fmean(position[p][1] for p in parents[v]) if parents[v] else 0.0)
+        for i, node in enumerate(col):
+            position[node] = (column, (len(col) - 1) / 2 - i)
     if ax is None:
         height = max(len(col) for col in columns.values())
-        ax = plt.subplots(figsize=(2.3 * len(columns) + 1, 1.3 * height + 1))[1]
+        ax = plt.subplots(figsize=(2.1 * len(columns) + 1, 1.1 * height + 1))[1]
     boxes = {}
     for node in order:
         label = f"{names[node]}\n" if node in names else ""
@@ -276,8 +285,8 @@ def draw_graph(root: Value, names: dict[Value, str] | None = None, ax: Any = Non
             ax.annotate("", xy=(0, 0.5), xycoords=boxes[node], xytext=(1, 0.5), textcoords=boxes[child],
                         arrowprops=dict(arrowstyle="->", color="#555555"))
             (x0, y0), (x1, y1) = position[child], position[node]
-            ax.text(0.5 * (x0 + x1), 0.5 * (y0 + y1) + 0.12, f"×{local:.3g}", ha="center", fontsize=8,
-                    color="#a33")
+            ax.text(0.45 * x0 + 0.55 * x1, 0.45 * y0 + 0.55 * y1 + 0.1, f"×{local:.3g}", ha="center",
+                    fontsize=8, color="#a33")
     ax.set_xlim(-0.6, len(columns) - 0.4)
     spread = max(len(col) for col in columns.values())
     ax.set_ylim(-spread / 2 - 0.1, spread / 2 + 0.1)
@@ -313,16 +322,16 @@ def points_for(n_nodes: int) -> int:
 
 
 class _CollectorClock:
-    """Counts the cyclic collector's runs and the seconds spent in them, via gc.callbacks."""
+    """Counts the cyclic collector's runs per generation and the seconds spent in them (gc.callbacks)."""
 
     def __init__(self) -> None:
-        self.runs, self.seconds, self._start = 0, 0.0, 0.0
+        self.runs, self.seconds, self._start = [0, 0, 0], 0.0, 0.0
 
     def __call__(self, phase: str, info: dict) -> None:
         if phase == "start":
             self._start = time.perf_counter()
         else:
-            self.runs += 1
+            self.runs[info["generation"]] += 1
             self.seconds += time.perf_counter() - self._start
 
     def __enter__(self) -> _CollectorClock:
@@ -344,15 +353,17 @@ def profile_step(variant: str, n_points: int, *, repeats: int = 5, collector: bo
     which times a call on its own); the median over repeats (after one warm-up) is reported.
     collector=False pauses the cyclic collector for the whole run. Cyclic graphs (ClosureValue)
     are not freed by dropping them: their free phase includes the gc.collect() that frees them.
-    Returns {"forward": Timing, ..., "free": Timing, "step": Timing (all four phases), "gc_runs",
-    "gc_seconds" (medians per step: the collector's runs and the seconds spent in them)}.
+    Returns {"forward": Timing, ..., "free": Timing, "step": Timing (all four phases), and medians
+    per step of "gc_runs" (the collector's runs), "gc_full_runs" (of the oldest generation, which
+    scan every tracked object alive) and "gc_seconds" (spent inside the collector)}.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     forward, _ = workload(variant, n_points)
     sort, propagate = VARIANTS[variant][1:] if variant != "float" else (None, None)
     cyclic = variant == "closure"
-    samples: dict[str, list[float]] = {key: [] for key in (*PHASES, "step", "gc_runs", "gc_seconds")}
+    keys = (*PHASES, "step", "gc_runs", "gc_full_runs", "gc_seconds")
+    samples: dict[str, list[float]] = {key: [] for key in keys}
     was_enabled = gc.isenabled()
     gc.collect()
     (gc.enable if collector else gc.disable)()
@@ -372,15 +383,15 @@ def profile_step(variant: str, n_points: int, *, repeats: int = 5, collector: bo
                     gc.collect()
                 t4 = time.perf_counter()
             if repeat:  # the first step is the warm-up
-                for key, value in zip((*PHASES, "step", "gc_runs", "gc_seconds"),
-                                      (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0, clock.runs, clock.seconds)):
+                for key, value in zip(keys, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0,
+                                             sum(clock.runs), clock.runs[2], clock.seconds)):
                     samples[key].append(value)
     finally:
         (gc.enable if was_enabled else gc.disable)()
     result: dict[str, Any] = {key: Timing(statistics.median(samples[key]), min(samples[key]), max(samples[key]),
                                           repeats, 1, samples[key]) for key in (*PHASES, "step")}
-    result["gc_runs"] = statistics.median(samples["gc_runs"])
-    result["gc_seconds"] = statistics.median(samples["gc_seconds"])
+    for key in ("gc_runs", "gc_full_runs", "gc_seconds"):
+        result[key] = statistics.median(samples[key])
     return result
 
 
@@ -445,6 +456,7 @@ def suite_autograd(options: argparse.Namespace) -> list[dict[str, Any]]:
                 for phase in (*PHASES, "step"):
                     row[f"{phase}_ns_per_node"] = t[phase].median_s / nodes * 1e9
                 row["gc_runs_per_step"] = t["gc_runs"]
+                row["gc_full_runs_per_step"] = t["gc_full_runs"]
                 row["gc_ms_per_step"] = t["gc_seconds"] * 1e3
                 row.update(memory)
                 row.update(t["step"].as_row())  # median_s, min_s, max_s: the whole step
