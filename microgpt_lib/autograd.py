@@ -77,7 +77,7 @@ class Value:
             a, b = self.data, other.data
             if b == 0.0:
                 raise ZeroDivisionError(f"division by a Value whose data is 0.0 ({self!r} / {other!r})")
-            return Value(a / b, (self, other), (1.0 / b, -a / (b * b)))
+            return Value(a / b, (self, other), (1.0 / b, -a / b / b))  # not b * b: it underflows first
         b = _real(other, "unsupported operand for /")
         if b == 0.0:
             raise ZeroDivisionError(f"division of {self!r} by the number 0")
@@ -87,7 +87,7 @@ class Value:
         a, c = self.data, _real(other, "unsupported operand for /")
         if a == 0.0:
             raise ZeroDivisionError(f"division by a Value whose data is 0.0 ({other!r} / {self!r})")
-        return Value(c / a, (self,), (-c / (a * a),))
+        return Value(c / a, (self,), (-c / a / a,))
 
     def __pow__(self, exponent: float) -> Value:
         if isinstance(exponent, Value):
@@ -98,11 +98,16 @@ class Value:
             raise ZeroDivisionError(f"0.0 ** {n}: zero cannot be raised to a negative power")
         if a < 0.0 and not n.is_integer():
             raise ValueError(f"{a} ** {n}: a negative base with a fractional exponent has no real value")
-        if a == 0.0 and n < 1:  # the slope of x**n at 0: flat for n = 0, vertical for 0 < n < 1
-            local = 0.0 if n == 0 else math.inf
-        else:
-            local = n * a ** (n - 1)
-        return Value(a**n, (self,), (local,))
+        try:
+            if n == 0:  # x**0 = 1 is flat everywhere
+                local = 0.0
+            elif a == 0.0 and n < 1:  # x**n for 0 < n < 1 is vertical at 0
+                local = math.inf
+            else:
+                local = n * a ** (n - 1)
+            return Value(a**n, (self,), (local,))
+        except OverflowError:
+            raise OverflowError(f"{a!r} ** {n!r}: the result or its slope is too large for a float") from None
 
     def __rpow__(self, base: float) -> Value:
         raise TypeError(f"{base!r:.40} ** Value is not supported: the exponent must be a number; "

@@ -164,6 +164,20 @@ def test_each_operation(f, x, value, grad):
     assert type(out.data) is float and type(v.grad) is float
 
 
+def test_extreme_but_valid_inputs():
+    tiny = Value(2.2e-313)  # a subnormal float
+    y = tiny**0
+    y.backward()
+    assert y.data == 1.0 and tiny.grad == 0.0
+    for make in (lambda x: 1.0 / x, lambda x: Value(1.0) / x):
+        x = Value(1e-200)
+        y = make(x)
+        y.backward()
+        assert y.data == pytest.approx(1e200) and x.grad == -math.inf  # -1/x^2 is beyond float range
+    with pytest.raises(OverflowError, match="too large for a float"):
+        Value(1e-300) ** -2
+
+
 def test_numbers_of_other_types_are_accepted_as_floats():
     x = Value(2)
     assert type(x.data) is float
