@@ -30,7 +30,8 @@ class Value:
     local_grads  local_grads[i] = d(self)/d(children[i]), a float worked out in the forward pass
 
     Anyone can build a fused node: a dot product is one Value whose children are xs + ws and whose
-    local gradients are ws' data + xs' data.
+    local gradients are ws' data + xs' data. The two tuples must have the same length (unchecked:
+    a check would cost every node of every graph).
     """
 
     __slots__ = ("data", "grad", "_children", "_local_grads")
