@@ -575,12 +575,15 @@ def _read_all(x):
     return total
 
 
-def measure_bandwidth(megabytes: int = 256, threads: int | None = None, repeats: int = 5) -> dict[str, Any]:
+def measure_bandwidth(megabytes: int | None = None, threads: int | None = None, repeats: int = 5) -> dict[str, Any]:
     """Main-memory read bandwidth in GB/s: a parallel sum over an array far larger than L3.
 
+    megabytes  the array's size (default: 8 x L3, at least 256 MiB, so that caches do not help)
     Returns {"gbytes_per_s" (best of the repeats), "median_gbytes_per_s", "threads", "bytes"}.
     Reading only (no writes) keeps the byte count unambiguous.
     """
+    if megabytes is None:
+        megabytes = max(256, 8 * (dict(_cache_sizes())["L3"] >> 20))
     if megabytes < 1:
         raise ValueError(f"megabytes must be >= 1, got {megabytes}")
     x = np.ones(megabytes * 2**20 // 8)
@@ -798,8 +801,7 @@ def suite_matmul(options: argparse.Namespace) -> list[dict[str, Any]]:
                          "gflops": peaks[(dtype, t)]})
     rows.append({"kernel": "scalar-fma-loop", "family": "peak", "dtype": "float64", "threads": 1,
                  "gflops": measure_scalar_peak()["gflops"]})
-    l3_megabytes = dict(_cache_sizes())["L3"] >> 20
-    bandwidth = measure_bandwidth(megabytes=max(64, (2 if options.quick else 4) * l3_megabytes), threads=limit)
+    bandwidth = measure_bandwidth(threads=limit)
     rows.append({"kernel": "read-bandwidth", "family": "memory", "threads": bandwidth["threads"],
                  "gbytes_per_s": bandwidth["gbytes_per_s"], "bytes": bandwidth["bytes"]})
     return add_ratios([r for r in rows if r["family"] not in ("peak", "memory")], peaks) + \
