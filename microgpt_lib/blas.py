@@ -210,11 +210,13 @@ def thread_sweep(sizes: Sequence[int], dtypes: Sequence[str] = BLAS_DTYPES, thre
     return rows
 
 
-def layout_rows(n: int = 512, dtype: str = "float64", repeats: int = 7) -> list[dict[str, Any]]:
-    """One N x N product with operands in different memory layouts.
+def layout_rows(n: int = 512, dtype: str = "float64", repeats: int = 7, threads: int | None = 1) -> list[dict[str, Any]]:
+    """One N x N product with operands in different memory layouts, on ``threads`` BLAS threads.
 
     Transposes are free (BLAS takes a 'transposed' flag and packs either way); a strided view
-    cannot be handed to BLAS at all, so numpy copies it into a contiguous buffer first.
+    cannot be handed to BLAS at all, so numpy copies it into a contiguous buffer first. One thread
+    by default: the comparison is about layout, and one thread is the least disturbed by a busy
+    machine (where threadpoolctl cannot set it, the BLAS runs on what it has).
     """
     _check_dtypes([dtype])
     a, b = _operands(n, dtype)
@@ -227,10 +229,11 @@ def layout_rows(n: int = 512, dtype: str = "float64", repeats: int = 7) -> list[
         "strided @ b": lambda: strided @ b,
     }
     rows = []
-    for layout, fn in cases.items():
-        t = bench.measure(fn, warmup=1, repeats=repeats, min_time=0.02)
-        rows.append({"kernel": "numpy-matmul", "family": "blas", "layout": layout, "n": n, "dtype": dtype,
-                     "threads": blas_threads(), **t.as_row(), "gflops": bench.gflops(bench.matmul_flops(n, n, n), t.median_s)})
+    with limit_blas_threads(threads if _blas_pools() else None) as running:
+        for layout, fn in cases.items():
+            t = bench.measure(fn, warmup=1, repeats=repeats, min_time=0.02)
+            rows.append({"kernel": "numpy-matmul", "family": "blas", "layout": layout, "n": n, "dtype": dtype,
+                         "threads": running, **t.as_row(), "gflops": bench.gflops(bench.matmul_flops(n, n, n), t.median_s)})
     return rows
 
 
