@@ -1,6 +1,7 @@
 """One timing harness for the whole course.
 
     measure(fn)          warm-up, repeats, median / min / max (+ GPU sync, + min-time mode)
+    measure_interleaved  several functions timed round-robin, so noise hits them alike
     gflops(flops, s)     throughput; percent_of_peak(g, peak) against a *measured* peak
     measure_peak()       a compiled loop of independent fused multiply-adds, per core and all cores
     hardware_info()      the provenance record: CPU, caches, OS, Python, BLAS, numba, torch, GPU
@@ -106,6 +107,30 @@ def measure(
             number = min(number * 10, max(number + 1, int(number * min_time / max(elapsed, 1e-9) * 1.2)))
     times = [sample(number) / number for _ in range(repeats)]
     return Timing(statistics.median(times), min(times), max(times), repeats, number, times)
+
+
+def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7, min_time: float = 0.0,
+                        sync: Callable[[], Any] | None = None,
+                        syncs: dict[str, Callable[[], Any] | None] | None = None) -> dict[str, Timing]:
+    """Time several callables round-robin, one sample of each per round, with measure.
+
+    A change in the machine's load during the run then hits every case alike, so the ratios between
+    them hold even on a busy machine. Each case is first warmed up and its loop length calibrated
+    (min_time, as in measure); every later sample runs that many calls. ``syncs`` overrides
+    ``sync`` for the cases it names.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    syncs = {name: (syncs or {}).get(name, sync) for name in cases}
+    numbers = {name: measure(fn, warmup=1, repeats=1, min_time=min_time, sync=syncs[name]).number
+               for name, fn in cases.items()}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            number = numbers[name]
+            sample = measure(lambda: [fn() for _ in range(number)], warmup=0, repeats=1, sync=syncs[name])
+            times[name].append(sample.median_s / number)
+    return {name: Timing(statistics.median(t), min(t), max(t), repeats, numbers[name], t) for name, t in times.items()}
 
 
 def gflops(flops: float, seconds: float) -> float:
@@ -493,7 +518,7 @@ def suite_matmul_intro(options: argparse.Namespace) -> list[dict[str, Any]]:
                 continue
             t = measure(fn, warmup=1, repeats=reps, min_time=0.01 if family == "blas" else 0.0)
             rows.append({"kernel": kernel, "family": family, "n": n, "dtype": "float64",
-                         "threads": _blas_threads() if family == "blas" else 1,
+                         "threads": blas_threads() if family == "blas" else 1,
                          **t.as_row(), "gflops": gflops(flops, t.median_s)})
     return rows
 
@@ -509,14 +534,17 @@ def blas_threads_limited(threads: int):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def _blas_threads() -> int | None:
+def blas_threads() -> int | None:
+    """Threads numpy's BLAS runs now, or None where threadpoolctl cannot see it (Apple Accelerate)."""
     try:
         from threadpoolctl import threadpool_info
-
-        counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-        return max(counts) if counts else None
     except ImportError:
         return None
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(counts) if counts else None
+
+
+_blas_threads = blas_threads  # the name chapter 04-05's kernels module used first
 
 
 # name -> a suite function, or "module:function" imported only when that suite runs

@@ -32,6 +32,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import bench
+from .bench import blas_threads  # noqa: F401  (part of this module's API too)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,12 +81,6 @@ def _blas_pools() -> list[dict[str, Any]]:
     from threadpoolctl import threadpool_info
 
     return [p for p in threadpool_info() if p.get("user_api") == "blas"]
-
-
-def blas_threads() -> int | None:
-    """Threads numpy's BLAS runs now, or None when threadpoolctl cannot see it (Accelerate)."""
-    pools = _blas_pools()
-    return max(p["num_threads"] for p in pools) if pools else None
 
 
 def describe_blas() -> dict[str, Any]:

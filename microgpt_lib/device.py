@@ -286,28 +286,6 @@ def _matmul_row(device: torch.device, lesson: str, kernel: str, n: int, dtype: s
                 gflops=bench.gflops(bench.matmul_flops(n, n, n), timing.median_s))
 
 
-def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7, min_time: float = 0.0,
-                        sync: Callable[[], Any] | None = None,
-                        syncs: dict[str, Callable[[], Any] | None] | None = None) -> dict[str, bench.Timing]:
-    """Time several callables round-robin, one sample of each per round, with bench.measure.
-
-    A change in the machine's load during the run then hits every case alike, so the ratios between
-    them hold even on a busy machine. Each case is first warmed up and its loop length calibrated
-    (min_time, as in bench.measure); every later sample runs that many calls. ``syncs`` overrides
-    ``sync`` for the cases it names.
-    """
-    syncs = {name: (syncs or {}).get(name, sync) for name in cases}
-    numbers = {name: bench.measure(fn, warmup=1, repeats=1, min_time=min_time, sync=syncs[name]).number
-               for name, fn in cases.items()}
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            number = numbers[name]
-            sample = bench.measure(lambda: [fn() for _ in range(number)], warmup=0, repeats=1, sync=syncs[name])
-            times[name].append(sample.median_s / number)
-    return {name: bench.Timing(statistics.median(t), min(t), max(t), repeats, numbers[name], t) for name, t in times.items()}
-
-
 def transfer_rows(device: torch.device, sizes_mib: Sequence[int] = (1, 16, 64), repeats: int = 7) -> list[dict[str, Any]]:
     """Host <-> device copy time and bandwidth, from pageable and (CUDA) pinned host memory.
 
@@ -356,7 +334,7 @@ def resident_rows(device: torch.device, batch: int = 1024, width: int = 256, ste
         "item every step": lambda: [_mlp_step(x, w1, w2).item() for _ in range(steps)],
         "copy every step": lambda: [_mlp_step(x_host.to(device), w1, w2) for _ in range(steps)],
     }
-    timings = measure_interleaved(cases, repeats=repeats, sync=sync_for(device))
+    timings = bench.measure_interleaved(cases, repeats=repeats, sync=sync_for(device))
     return [_row(device, "resident", t, mode=mode, batch=batch, width=width, steps=steps,
                  step_s=t.median_s / steps, bytes_per_step=x_host.numel() * 4) for mode, t in timings.items()]
 
@@ -383,7 +361,7 @@ def sync_rows(device: torch.device, n: int = 2048, dtype: str = "float32", repea
     a, b = _matrices(n, dtype, device)
     # one sample of each in turn; the right one synchronises before its clock starts, so the queue
     # the wrong one left behind is drained outside the timed region
-    timings = measure_interleaved({"no sync (wrong)": lambda: a @ b, "synchronize": lambda: a @ b}, repeats=repeats,
+    timings = bench.measure_interleaved({"no sync (wrong)": lambda: a @ b, "synchronize": lambda: a @ b}, repeats=repeats,
                                   syncs={"no sync (wrong)": None, "synchronize": sync_for(device)})
     synchronize(device)
     rows = [_matmul_row(device, "sync", f"torch-{device.type}", n, dtype, t, method=method) for method, t in timings.items()]
@@ -467,7 +445,7 @@ def launch_rows(device: torch.device, numels: Sequence[int] = (1, 1_000, 100_000
         else:
             compile_s[method] = time.perf_counter() - start
             cases[method] = lambda: compiled(x_one, weights)
-    timings = measure_interleaved(cases, repeats=repeats, min_time=0.02, sync=sync)
+    timings = bench.measure_interleaved(cases, repeats=repeats, min_time=0.02, sync=sync)
     for method, t in timings.items():
         samples = batch if method.startswith("eager, batch") else 1
         extra = {"compile_s": compile_s[method]} if method in compile_s else {}

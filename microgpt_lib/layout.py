@@ -12,7 +12,6 @@
     container(kind, values)        a layer's weights in a dict, a dataclass, __slots__ or a namedtuple
     access_loop(expression)        a loop that evaluates one expression many times, to time it
     lookup_instruction(loop)       the specialised bytecode CPython settled on for that expression
-    measure_interleaved(fns)       bench.measure in turns, so noise hits every function alike
     footprint_rows, row_view_rows, matvec_rows, traversal_rows, access_rows   the measurements
     suite_layout(options)          the chapter's benchmark: python -m microgpt_lib.bench layout
 
@@ -24,7 +23,6 @@ from __future__ import annotations
 import argparse
 import array
 import dis
-import statistics
 import sys
 import tracemalloc
 from collections import namedtuple
@@ -530,30 +528,6 @@ def lookup_instruction(loop: Callable[..., Any]) -> str:
 # the measurements, and the benchmark suite
 
 
-def measure_interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int = 7,
-                        min_time: float = 0.0) -> dict[str, bench.Timing]:
-    """Time several functions in turns (a, b, c, a, b, c, ...) with bench.measure.
-
-    On a busy machine, a burst of noise then hits every function in the same round instead of
-    whichever happened to be running, so the *ratios* between them hold up. Each gets one
-    warm-up call first.
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {rounds}")
-    for fn in fns.values():
-        fn()
-    samples: dict[str, list[bench.Timing]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            samples[name].append(bench.measure(fn, warmup=0, repeats=1, min_time=min_time))
-    result = {}
-    for name, timings in samples.items():
-        times = [t.median_s for t in timings]
-        result[name] = bench.Timing(statistics.median(times), min(times), max(times), rounds,
-                                    max(t.number for t in timings), times)
-    return result
-
-
 MATVEC_KERNELS = {  # kernel -> (family, storage)
     "python-nested": ("python", "nested lists"),
     "python-flat-list": ("python", "flat list"),
@@ -581,7 +555,7 @@ def matvec_rows(sizes: Sequence[int], *, rounds: int = 5, python_max_n: int = 10
         if n > python_max_n:
             calls = {k: f for k, f in calls.items() if MATVEC_KERNELS[k][0] != "python"}
         with threadpool_limits(limits=1, user_api="blas"):  # one core for every storage
-            timings = measure_interleaved(calls, rounds=rounds, min_time=0.01)
+            timings = bench.measure_interleaved(calls, repeats=rounds, min_time=0.01)
         for kernel, t in timings.items():
             family, storage = MATVEC_KERNELS[kernel]
             rows.append({"measurement": "matvec", "kernel": kernel, "family": family, "storage": storage,
@@ -603,7 +577,7 @@ def traversal_rows(sizes: Sequence[int], *, rounds: int = 5, pad: int = 8) -> li
             # the compiled kernels themselves: scale()'s checks would cost more than a small walk
             calls = {f"{order}{suffix}": (lambda kernel=kernel, a=a, out=out: kernel(a, out, 2.0))
                      for order, kernel in SCALE_KERNELS.items()}
-            for name, t in measure_interleaved(calls, rounds=rounds, min_time=0.01).items():
+            for name, t in bench.measure_interleaved(calls, repeats=rounds, min_time=0.01).items():
                 rows.append({"measurement": "traversal", "kernel": f"scale-by-{name}", "family": "numba",
                              "order": name.split("-")[0], "n": n, "row_stride": a.strides[0] // 8,
                              "matrix_bytes": a.size * 8, "dtype": "float64", "threads": 1, **t.as_row(),
@@ -622,7 +596,7 @@ def row_view_rows(lengths: Sequence[int], *, rounds: int = 5) -> list[dict[str, 
                  "StridedView.row (view)": lambda: view.row(2),
                  "numpy a[i] (view)": lambda: a[2],
                  "nested a[i] (reference)": lambda: nested[2]}
-        for name, t in measure_interleaved(calls, rounds=rounds, min_time=0.005).items():
+        for name, t in bench.measure_interleaved(calls, repeats=rounds, min_time=0.005).items():
             rows.append({"measurement": "row", "kernel": name, "family": "numpy" if "numpy" in name else "python",
                          "cols": cols, **t.as_row()})
     return rows
@@ -640,7 +614,7 @@ def access_rows(rounds: int = 15, iterations: int = 1000, unroll: int = 10) -> l
     loops = {label: access_loop(expr, unroll) for label, (_, expr) in ACCESS_EXPRESSIONS.items()}
     calls = {label: (lambda loop=loops[label], p=boxes[kind]: loop(p, iterations))
              for label, (kind, _) in ACCESS_EXPRESSIONS.items()}
-    timings = measure_interleaved(calls, rounds=rounds, min_time=0.002)  # short samples, many rounds
+    timings = bench.measure_interleaved(calls, repeats=rounds, min_time=0.002)  # short samples, many rounds
     per_read = {label: t.median_s / (iterations * unroll) for label, t in timings.items()}
     baseline = per_read["baseline (p itself)"]
     rows = []

@@ -188,3 +188,33 @@ def test_every_registered_suite_resolves():
 def test_result_files_are_readable_by_everyone(tmp_path):
     path = bench.save_results(_result(), tmp_path / "r.json")
     assert path.stat().st_mode & 0o044 == 0o044
+
+
+def test_measure_interleaved_times_each_case():
+    calls = {"a": 0, "b": 0}
+
+    def bump(name):
+        calls[name] += 1
+
+    timings = bench.measure_interleaved({"a": lambda: bump("a"), "b": lambda: bump("b")}, repeats=3, min_time=0.001)
+    assert set(timings) == {"a", "b"}
+    for name, t in timings.items():
+        assert t.repeats == 3 and len(t.times_s) == 3 and t.number >= 1
+        assert t.min_s <= t.median_s <= t.max_s
+        assert calls[name] >= 3 * t.number  # every sample ran the calibrated number of calls
+
+
+def test_measure_interleaved_syncs_per_case():
+    synced = []
+    timings = bench.measure_interleaved({"plain": lambda: None, "synced": lambda: None}, repeats=2,
+                                        syncs={"synced": lambda: synced.append(1)})
+    assert set(timings) == {"plain", "synced"}
+    assert len(synced) >= 2 * 3  # before and after each timed sample, and around the calibration run
+
+
+def test_measure_interleaved_takes_turns_and_rejects_no_repeats():
+    order = []
+    bench.measure_interleaved({k: (lambda k=k: order.append(k)) for k in "ab"}, repeats=3)
+    assert order[-6:] == ["a", "b", "a", "b", "a", "b"]  # one sample of each per round
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        bench.measure_interleaved({}, repeats=0)

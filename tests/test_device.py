@@ -286,25 +286,3 @@ def test_mps_selected_and_float64_refused(no_env, monkeypatch):
     assert {"allocated", "reserved", "recommended_max"} <= set(stats)
     rows = device.transfer_rows(mps, [1], repeats=2)
     assert {r["memory"] for r in rows} == {"pageable"}
-
-
-def test_measure_interleaved_times_each_case():
-    calls = {"a": 0, "b": 0}
-
-    def bump(name):
-        calls[name] += 1
-
-    timings = device.measure_interleaved({"a": lambda: bump("a"), "b": lambda: bump("b")}, repeats=3, min_time=0.001)
-    assert set(timings) == {"a", "b"}
-    for name, t in timings.items():
-        assert t.repeats == 3 and len(t.times_s) == 3 and t.number >= 1
-        assert t.min_s <= t.median_s <= t.max_s
-        assert calls[name] >= 3 * t.number  # every sample ran the calibrated number of calls
-
-
-def test_measure_interleaved_syncs_per_case():
-    synced = []
-    timings = device.measure_interleaved({"plain": lambda: None, "synced": lambda: None}, repeats=2,
-                                         syncs={"synced": lambda: synced.append(1)})
-    assert set(timings) == {"plain", "synced"}
-    assert len(synced) >= 2 * 3  # before and after each timed sample, and around the calibration run

@@ -329,15 +329,6 @@ def test_lookup_instruction_names_the_specialised_access():
     assert "LOAD_ATTR" in layout.lookup_instruction(loop)
 
 
-def test_measure_interleaved_times_every_function():
-    calls = {"a": [], "b": []}
-    timings = layout.measure_interleaved({k: (lambda k=k: calls[k].append(1)) for k in calls}, rounds=3)
-    assert set(timings) == {"a", "b"} and all(t.repeats == 3 and len(t.times_s) == 3 for t in timings.values())
-    assert len(calls["a"]) == len(calls["b"]) == 1 + 3  # one warm-up, one call per round
-    with pytest.raises(ValueError, match="rounds must be >= 1"):
-        layout.measure_interleaved({}, rounds=0)
-
-
 # --- the benchmark suite ------------------------------------------------------------------
 
 
