@@ -57,11 +57,37 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def ladder(result: dict) -> list[str]:
+    """One line per kernel of a matmul result: its float64 rate at the largest N it ran, all threads."""
+    best: dict[str, dict] = {}
+    for row in result["rows"]:
+        if row.get("dtype") != "float64" or "gflops" not in row or "n" not in row:
+            continue
+        key = row["kernel"]
+        old = best.get(key)
+        if old is None or (row["n"], row.get("threads") or 1) > (old["n"], old.get("threads") or 1):
+            best[key] = row
+    lines = ["| kernel | family | N | threads | GFLOP/s | % of peak | vs BLAS |", "|---|---|---|---|---|---|---|"]
+    for row in sorted(best.values(), key=lambda r: r["gflops"]):
+        lines.append(f"| {row['kernel']} | {row['family']} | {row['n']} | {row.get('threads')} | {cell(row['gflops'])} "
+                     f"| {cell(row.get('pct_of_peak', ''))} | {cell(row.get('ratio_to_blas', ''))} |")
+    return lines
+
+
 def render() -> str:
     results = [bench.load_results(p) for p in sorted(bench.RESULTS_DIR.glob("*.json"))]
     lines = [INTRO]
     if not results:
         lines.append("No results are recorded yet.\n")
+    ladders = [r for r in results if r["suite"] == "matmul"]
+    if ladders:
+        lines.append("## The ladder\n")
+        lines.append("The course's matrix-product kernels, slowest to fastest: each at the largest size it "
+                     "was run at, in float64, on all the threads it uses (`matmul` suite).\n")
+        for result in ladders:
+            lines.append(f"### {result['machine']}\n")
+            lines += ladder(result)
+            lines.append("")
     for suite in sorted({r["suite"] for r in results}):
         lines.append(f"## Suite `{suite}`\n")
         for result in (r for r in results if r["suite"] == suite):
