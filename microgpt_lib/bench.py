@@ -544,8 +544,6 @@ def blas_threads() -> int | None:
     return max(counts) if counts else None
 
 
-_blas_threads = blas_threads  # the name chapter 04-05's kernels module used first
-
 
 # name -> a suite function, or "module:function" imported only when that suite runs
 SUITES: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]] | str] = {

@@ -702,7 +702,7 @@ def _threads_for(k: Kernel, threads: int | None) -> Iterator[int]:
 
     if k.family == "blas":
         with threadpool_limits(threads, user_api="blas"):
-            yield threads or bench._blas_threads() or 1
+            yield threads or bench.blas_threads() or 1
     else:  # numba or Python: keep OpenBLAS's idle threads from spinning on our cores
         with threadpool_limits(1, user_api="blas"), numba_threads(threads if k.parallel else None) as n:
             yield n if k.parallel else 1
