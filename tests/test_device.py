@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from microgpt_lib import bench, device
-from microgpt_lib.show import FULL
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_MPS = device.is_available("mps")
@@ -237,8 +236,8 @@ def test_gpu_suite_dtypes_option(no_env):
     assert float64["relative_error"] == 0  # the reference itself
 
 
-@pytest.mark.skipif(not FULL, reason="torch.compile takes ~25 s on a CPU; runs with MICROGPT_FULL=1")
 def test_compiled_chain_matches_eager():
+    """torch.compile on the CPU (about 25 s: it generates and compiles C++ for the fused chain)."""
     generator = torch.Generator().manual_seed(0)
     weights = [torch.randn(16, 16, generator=generator) / 4 for _ in range(8)]
     x = torch.randn(16, 16, generator=generator)
