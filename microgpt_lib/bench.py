@@ -16,6 +16,7 @@ suite, kernel, family, n, dtype, threads, median_s, min_s, max_s, gflops.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import importlib
@@ -28,9 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 SCHEMA_VERSION = 1
@@ -55,6 +56,13 @@ class Timing:
     def spread(self) -> float:
         """(max - min) / median: 0.05 means the slowest repeat was 5% off the fastest."""
         return (self.max_s - self.min_s) / self.median_s if self.median_s > 0 else 0.0
+
+    @classmethod
+    def from_times(cls, times: list[float], number: int = 1) -> "Timing":
+        """Summarise samples already taken (seconds per call each)."""
+        if not times:
+            raise ValueError("no samples to summarise")
+        return cls(statistics.median(times), min(times), max(times), len(times), number, list(times))
 
     def as_row(self) -> dict[str, float | int]:
         return {"median_s": self.median_s, "min_s": self.min_s, "max_s": self.max_s,
@@ -105,8 +113,7 @@ def measure(
                 break
             # jump close to the target, at most x10 at a time so one outlier cannot explode it
             number = min(number * 10, max(number + 1, int(number * min_time / max(elapsed, 1e-9) * 1.2)))
-    times = [sample(number) / number for _ in range(repeats)]
-    return Timing(statistics.median(times), min(times), max(times), repeats, number, times)
+    return Timing.from_times([sample(number) / number for _ in range(repeats)], number)
 
 
 def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7, min_time: float = 0.0,
@@ -130,7 +137,7 @@ def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7
             number = numbers[name]
             sample = measure(lambda: [fn() for _ in range(number)], warmup=0, repeats=1, sync=syncs[name])
             times[name].append(sample.median_s / number)
-    return {name: Timing(statistics.median(t), min(t), max(t), repeats, numbers[name], t) for name, t in times.items()}
+    return {name: Timing.from_times(t, numbers[name]) for name, t in times.items()}
 
 
 def gflops(flops: float, seconds: float) -> float:
@@ -202,21 +209,17 @@ def measure_peak(dtype: str = "float64", threads: int | None = None, seconds: fl
         kernel = _fma_kernel(parallel=n_threads > 1)
         acc = np.ones((n_threads, _FMA_LANES), dtype=dtype)
         a, b = acc.dtype.type(1 - 1e-9), acc.dtype.type(1e-9)
-        old_threads = numba.get_num_threads()
-        numba.set_num_threads(n_threads)
-        try:
-            with blas_threads_limited(1):  # idle BLAS workers spin for a while and steal the cores
-                kernel(acc, 1, a, b)  # compile
-                iterations = 100
-                while True:  # size the loop so one call lasts about seconds / 5
-                    t = measure(lambda: kernel(acc, iterations, a, b), warmup=0, repeats=1).min_s
-                    if t >= seconds / 5 or iterations > 1 << 30:
-                        break
-                    iterations = int(iterations * max(2.0, seconds / 5 / max(t, 1e-9)))
-                # short samples, many of them: the best one is the least disturbed by other programs
-                timing = measure(lambda: kernel(acc, iterations, a, b), warmup=1, repeats=10)
-        finally:
-            numba.set_num_threads(old_threads)
+        # idle BLAS workers spin for a while after a call and would steal the cores
+        with numba_threads(n_threads), blas_threads_limited(1):
+            kernel(acc, 1, a, b)  # compile
+            iterations = 100
+            while True:  # size the loop so one call lasts about seconds / 5
+                t = measure(lambda: kernel(acc, iterations, a, b), warmup=0, repeats=1).min_s
+                if t >= seconds / 5 or iterations > 1 << 30:
+                    break
+                iterations = int(iterations * max(2.0, seconds / 5 / max(t, 1e-9)))
+            # short samples, many of them: the best one is the least disturbed by other programs
+            timing = measure(lambda: kernel(acc, iterations, a, b), warmup=1, repeats=10)
         flops = 2 * _FMA_DEPTH * _FMA_LANES * iterations * n_threads
         results[label] = {"gflops": gflops(flops, timing.min_s), "threads": n_threads,
                           "median_gflops": gflops(flops, timing.median_s)}
@@ -301,6 +304,27 @@ def cpu_info() -> dict[str, Any]:
     info["usable_cores"] = affinity
     info["caches"] = caches
     return info
+
+
+def cache_geometry(level: int = 1) -> dict[str, int | None]:
+    """Line size, number of sets and ways of a data cache, from the OS (None where it won't say).
+
+    A cache of `sets` x `ways` lines of `line_bytes` each keeps any address in just one set:
+    the one picked by the address bits just above the line offset.
+    """
+    out: dict[str, int | None] = {"line_bytes": None, "sets": None, "ways": None}
+    if sys.platform == "darwin":
+        line = _sysctl("hw.cachelinesize")
+        out["line_bytes"] = int(line) if line and line.isdigit() else None
+        return out
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        read = {name: _read(str(index / name)) for name in
+                ("level", "type", "coherency_line_size", "number_of_sets", "ways_of_associativity")}
+        if read["level"] == str(level) and read["type"] in ("Data", "Unified"):
+            for key, name in (("line_bytes", "coherency_line_size"), ("sets", "number_of_sets"),
+                              ("ways", "ways_of_associativity")):
+                out[key] = int(read[name]) if (read[name] or "").isdigit() else None
+    return out
 
 
 def blas_info() -> dict[str, Any]:
@@ -523,15 +547,39 @@ def suite_matmul_intro(options: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def blas_threads_limited(threads: int):
-    """A context manager limiting numpy's BLAS to ``threads`` threads (a no-op without threadpoolctl)."""
+def blas_threads_limited(threads: int | None):
+    """A context manager limiting numpy's BLAS to ``threads`` threads.
+
+    None leaves the count as it is; without threadpoolctl (or where it cannot see the BLAS, as
+    with Apple's Accelerate) it changes nothing: see microgpt_lib.blas for that case.
+    """
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        import contextlib
-
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads, user_api="blas")
+
+
+@contextlib.contextmanager
+def numba_threads(n: int | None) -> Iterator[int]:
+    """Run numba's parallel loops on n threads inside the block (None: leave the count as it is,
+    which is all the cores unless someone set it lower)."""
+    import numba
+    import numpy as np
+
+    limit = numba.config.NUMBA_NUM_THREADS
+    n = numba.get_num_threads() if n is None else n
+    if not isinstance(n, (int, np.integer)) or not 1 <= n <= limit:
+        raise ValueError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {n!r}")
+    old = numba.get_num_threads()
+    if n == old:  # nothing to change (and setting it costs microseconds)
+        yield old
+        return
+    numba.set_num_threads(int(n))
+    try:
+        yield int(n)
+    finally:
+        numba.set_num_threads(old)
 
 
 def blas_threads() -> int | None:

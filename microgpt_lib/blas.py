@@ -114,9 +114,7 @@ def limit_blas_threads(threads: int | None) -> Iterator[int | None]:
         raise RuntimeError(
             f"threadpoolctl cannot see numpy's BLAS ({blas_library()}), so it cannot set its threads; "
             f"start Python with {thread_env(threads)} instead (see run_python / thread_sweep)")
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with bench.blas_threads_limited(threads):
         yield blas_threads()
 
 

@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import functools
 import os
-import statistics
 import sys
 import time
 from typing import Any, Callable, Iterator, Sequence
@@ -352,7 +351,7 @@ def event_timing(fn: Callable[[], Any], device: torch.device, repeats: int = 7) 
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)  # milliseconds -> seconds
-    return bench.Timing(statistics.median(times), min(times), max(times), repeats, 1, times)
+    return bench.Timing.from_times(times)
 
 
 def sync_rows(device: torch.device, n: int = 2048, dtype: str = "float32", repeats: int = 7) -> list[dict[str, Any]]:
@@ -577,7 +576,7 @@ def memory_rows(device: torch.device, mib: int = 256, repeats: int = 5) -> list[
             synchronize(device)
             times.append(time.perf_counter() - start)
             del y
-        t = bench.Timing(statistics.median(times), min(times), max(times), repeats, 1, times)
+        t = bench.Timing.from_times(times)
         rows.append(_row(device, "memory", t, experiment="allocation", allocation=how, bytes=numel * 4))
     return rows
 

@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterator
 import numba
 import numpy as np
 
-from . import bench, layout
+from . import bench
+from .bench import numba_threads
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -175,8 +176,8 @@ def access_trace(order: str, n: int, steps: int) -> dict[str, list[int]]:
 
 
 def cache_line_bytes() -> int:
-    """The cache-line size the OS reports (layout.cache_geometry), 64 bytes if it does not say."""
-    return layout.cache_geometry(1)["line_bytes"] or 64
+    """The cache-line size the OS reports (bench.cache_geometry), 64 bytes if it does not say."""
+    return bench.cache_geometry(1)["line_bytes"] or 64
 
 
 def misses_per_iteration(order: str, itemsize: int = 8, line_bytes: int = 64) -> dict[str, float]:
@@ -402,25 +403,6 @@ def _packed_matmul(a, b, c, mc, kc, nc, simd):
                             micro_kernel_simd(a_pack[i:i + MR], b_pack[j:j + NR], c, i0 + i, j0 + j)
                         else:
                             micro_kernel_scalar(a_pack[i:i + MR], b_pack[j:j + NR], c, i0 + i, j0 + j)
-
-
-@contextlib.contextmanager
-def numba_threads(n: int | None) -> Iterator[int]:
-    """Run numba's parallel loops on n threads inside the block (None: leave the count as it is,
-    which is all the cores unless someone set it lower)."""
-    limit = numba.config.NUMBA_NUM_THREADS
-    n = numba.get_num_threads() if n is None else n
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= limit:
-        raise ValueError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {n!r}")
-    old = numba.get_num_threads()
-    if n == old:  # nothing to change (and setting it costs microseconds)
-        yield old
-        return
-    numba.set_num_threads(int(n))
-    try:
-        yield int(n)
-    finally:
-        numba.set_num_threads(old)
 
 
 def packed_matmul(a: np.ndarray, b: np.ndarray, *, threads: int | None = None,
@@ -655,8 +637,6 @@ def blas_spin_trap(name: str = BEST_KERNEL, n: int = 256, repeats: int = 15, see
     to one thread (threadpoolctl) around numba code removes the spinning workers.
     Returns median seconds per call: {"alone_s", "after_blas_s", "after_blas_limited_s"}.
     """
-    from threadpoolctl import threadpool_limits
-
     run = kernel(name)
     rng = np.random.default_rng(seed)
     a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
@@ -673,7 +653,7 @@ def blas_spin_trap(name: str = BEST_KERNEL, n: int = 256, repeats: int = 15, see
         return float(np.median([sample() for _ in range(repeats)]))
 
     out = {"alone_s": bench.measure(lambda: run(a, b), repeats=repeats).median_s, "after_blas_s": median_of(after_blas)}
-    with threadpool_limits(1, user_api="blas"):
+    with bench.blas_threads_limited(1):
         out["after_blas_limited_s"] = median_of(after_blas)
     return out
 
@@ -692,19 +672,17 @@ def _time(fn: Callable[[], Any], repeats: int, budget_s: float) -> bench.Timing:
     # slow: caches no longer matter at this size, so the first call counts as a sample
     times = [first] + [bench.measure(fn, warmup=0, repeats=1).median_s
                        for _ in range(max(0, min(repeats, int(budget_s / first)) - 1))]
-    return bench.Timing(float(np.median(times)), min(times), max(times), len(times), 1, times)
+    return bench.Timing.from_times(times)
 
 
 @contextlib.contextmanager
 def _threads_for(k: Kernel, threads: int | None) -> Iterator[int]:
     """Threads for one kernel's timing: its own pool set to `threads`, BLAS at 1 thread for numba."""
-    from threadpoolctl import threadpool_limits
-
     if k.family == "blas":
-        with threadpool_limits(threads, user_api="blas"):
+        with bench.blas_threads_limited(threads):
             yield threads or bench.blas_threads() or 1
     else:  # numba or Python: keep OpenBLAS's idle threads from spinning on our cores
-        with threadpool_limits(1, user_api="blas"), numba_threads(threads if k.parallel else None) as n:
+        with bench.blas_threads_limited(1), numba_threads(threads if k.parallel else None) as n:
             yield n if k.parallel else 1
 
 

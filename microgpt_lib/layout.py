@@ -1,7 +1,6 @@
 """Memory layout: one matrix stored four ways, and what each way costs in bytes and time.
 
     to_storage(a, storage)         a numpy matrix as nested lists, a flat list, array('d') or numpy
-    cache_geometry()               the L1d cache's line size, sets and ways, as the OS reports them
     deep_getsizeof(obj)            sys.getsizeof of a container and everything in it, each object once
     traced_allocations(build)      bytes and memory blocks that build() leaves allocated (tracemalloc)
     StridedView                    rows, columns and transposes of a flat buffer, without copying
@@ -26,7 +25,6 @@ import dis
 import sys
 import tracemalloc
 from collections import namedtuple
-from pathlib import Path
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterator, Sequence
 
@@ -155,27 +153,6 @@ def footprint_rows(n: int) -> list[dict[str, Any]]:
                      "getsizeof_bytes": deep_getsizeof(to_storage(a, storage)), "traced_bytes": traced.bytes,
                      "blocks": traced.blocks, "bytes_per_element": traced.bytes / (n * n)})
     return rows
-
-
-def cache_geometry(level: int = 1) -> dict[str, int | None]:
-    """Line size, number of sets and ways of a data cache, from the OS (None where it won't say).
-
-    A cache of `sets` x `ways` lines of `line_bytes` each keeps any address in just one set:
-    the one picked by the address bits just above the line offset.
-    """
-    out: dict[str, int | None] = {"line_bytes": None, "sets": None, "ways": None}
-    if sys.platform == "darwin":
-        line = bench._sysctl("hw.cachelinesize")
-        out["line_bytes"] = int(line) if line and line.isdigit() else None
-        return out
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        read = {name: bench._read(str(index / name)) for name in
-                ("level", "type", "coherency_line_size", "number_of_sets", "ways_of_associativity")}
-        if read["level"] == str(level) and read["type"] in ("Data", "Unified"):
-            for key, name in (("line_bytes", "coherency_line_size"), ("sets", "number_of_sets"),
-                              ("ways", "ways_of_associativity")):
-                out[key] = int(read[name]) if (read[name] or "").isdigit() else None
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,8 +516,6 @@ MATVEC_KERNELS = {  # kernel -> (family, storage)
 
 def matvec_rows(sizes: Sequence[int], *, rounds: int = 5, python_max_n: int = 1024) -> list[dict[str, Any]]:
     """y = A x timed for every storage at each n (pure Python only up to python_max_n), one thread."""
-    from threadpoolctl import threadpool_limits
-
     rng = np.random.default_rng(0)
     rows = []
     for n in sizes:
@@ -554,7 +529,7 @@ def matvec_rows(sizes: Sequence[int], *, rounds: int = 5, python_max_n: int = 10
                  "numpy": lambda: a @ x}
         if n > python_max_n:
             calls = {k: f for k, f in calls.items() if MATVEC_KERNELS[k][0] != "python"}
-        with threadpool_limits(limits=1, user_api="blas"):  # one core for every storage
+        with bench.blas_threads_limited(1):  # one core for every storage
             timings = bench.measure_interleaved(calls, repeats=rounds, min_time=0.01)
         for kernel, t in timings.items():
             family, storage = MATVEC_KERNELS[kernel]

@@ -218,3 +218,32 @@ def test_measure_interleaved_takes_turns_and_rejects_no_repeats():
     assert order[-6:] == ["a", "b", "a", "b", "a", "b"]  # one sample of each per round
     with pytest.raises(ValueError, match="repeats must be >= 1"):
         bench.measure_interleaved({}, repeats=0)
+
+
+def test_cache_geometry_is_plausible_where_the_os_reports_it():
+    geometry = bench.cache_geometry()
+    assert set(geometry) == {"line_bytes", "sets", "ways"}
+    if geometry["line_bytes"] is not None:
+        assert geometry["line_bytes"] in (32, 64, 128, 256)
+    l1 = bench.cpu_info()["caches"].get("L1d")
+    if l1 and geometry["sets"] and geometry["ways"]:
+        assert geometry["sets"] * geometry["ways"] * geometry["line_bytes"] == l1
+
+
+def test_timing_from_samples():
+    t = bench.Timing.from_times([3.0, 1.0, 2.0], number=4)
+    assert (t.median_s, t.min_s, t.max_s, t.repeats, t.number) == (2.0, 1.0, 3.0, 3, 4)
+    with pytest.raises(ValueError, match="no samples"):
+        bench.Timing.from_times([])
+
+
+def test_numba_threads_is_restored_and_checked():
+    import numba
+
+    before = numba.get_num_threads()
+    with bench.numba_threads(1) as n:
+        assert n == 1 == numba.get_num_threads()
+    assert numba.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be an integer"):
+        with bench.numba_threads(0):
+            pass

@@ -118,16 +118,6 @@ def test_storages_hold_the_same_numbers_row_major():
     assert layout.storages(a.T)["flat list"] == [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
 
 
-def test_cache_geometry_is_plausible_where_the_os_reports_it():
-    geometry = layout.cache_geometry()
-    assert set(geometry) == {"line_bytes", "sets", "ways"}
-    if geometry["line_bytes"] is not None:
-        assert geometry["line_bytes"] in (32, 64, 128, 256)
-    l1 = bench.cpu_info()["caches"].get("L1d")
-    if l1 and geometry["sets"] and geometry["ways"]:
-        assert geometry["sets"] * geometry["ways"] * geometry["line_bytes"] == l1
-
-
 def test_storages_reject_non_matrices():
     with pytest.raises(ValueError, match="storage must be one of"):
         layout.to_storage(np.ones((2, 2)), "linked list")
