@@ -1,6 +1,7 @@
 # The course's commands. Each one creates the environment (.venv) first if it is missing or stale.
 #   make book      build the HTML book into _build/html from the notebooks' stored outputs
-#   make test      unit tests, every notebook end to end (nbval), then a strict book build
+#   make test      lint, unit tests, every notebook end to end (nbval), then a strict book build
+#   make quick     lint and the unit tests without the slow ones (the edit-test loop)
 #   make execute   re-run notebooks top to bottom in place (NB=notebooks/01_x.ipynb for one)
 #   make results   rewrite book/results.md from benchmarks/results/
 #   make lab       open the notebooks in JupyterLab
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NB     ?=
 
-.PHONY: all venv book test unit notebooks check-notebooks strict-book execute results lab clean
+.PHONY: all venv book test quick lint unit notebooks check-notebooks strict-book execute results lab clean
 
 all: book
 
@@ -28,7 +29,14 @@ book: venv
 	$(BIN)/jupyter-book build .
 	@echo "open _build/html/index.html"
 
-test: unit notebooks strict-book
+test: lint unit notebooks strict-book
+
+quick: lint
+	$(BIN)/python -m pytest tests -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 unit: venv
 	$(BIN)/python -m pytest tests

@@ -1,8 +1,10 @@
 """microgpt_lib: the code every chapter of the microgpt course imports.
 
-One module per idea: bench (measuring), data (names), autograd (Value), scalar_gpt,
-layout, kernels, blas, device, optim, tensor, gpt, train. Modules are imported on demand:
-``from microgpt_lib import bench`` pulls in only what the bench needs.
+Each chapter is a pair of modules: <topic>.py is what the chapter builds (and what later chapters
+import), <topic>_lab.py how the chapter measures it. bench (measuring) and machine (this
+machine's facts and settings) sit below every chapter; suites runs the benchmarks from the
+command line. Modules are imported on demand: ``from microgpt_lib import bench`` pulls in only
+what bench needs.
 """
 
 __version__ = "0.1.0"

@@ -6,7 +6,6 @@
     zero_grad(values)        set .grad = 0.0 on each value (before the next backward pass)
     numerical_grad(f, xs)    central finite differences: the slow, obvious reference gradient
     check_gradients(f, xs)   backward() against numerical_grad, with a message naming any mismatch
-    paused_gc()              a context manager that keeps Python's cyclic collector out of a step
 
 The design is micrograd's with microgpt's twist: each node stores its local gradients (plain
 floats, computed in the forward pass) instead of a closure, so a node is four slots and a graph
@@ -16,11 +15,9 @@ built with an explicit stack, so a chain of a million nodes needs no deep recurs
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import math
 from numbers import Real
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 
 class Value:
@@ -36,8 +33,17 @@ class Value:
 
     __slots__ = ("data", "grad", "_children", "_local_grads")
 
-    def __init__(self, data: float, children: tuple[Value, ...] = (), local_grads: tuple[float, ...] = ()) -> None:
-        self.data = data if type(data) is float else _real(data, "Value(data)", "a real number (int or float)")
+    def __init__(
+        self,
+        data: float,
+        children: tuple[Value, ...] = (),
+        local_grads: tuple[float, ...] = (),
+    ) -> None:
+        self.data = (
+            data
+            if type(data) is float
+            else _real(data, "Value(data)", "a real number (int or float)")
+        )
         self.grad = 0.0
         self._children = children
         self._local_grads = local_grads
@@ -50,7 +56,9 @@ class Value:
     def __add__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
             return Value(self.data + other.data, (self, other), (1.0, 1.0))
-        return Value(self.data + _real(other, "unsupported operand for +"), (self,), (1.0,))
+        return Value(
+            self.data + _real(other, "unsupported operand for +"), (self,), (1.0,)
+        )
 
     __radd__ = __add__
 
@@ -68,17 +76,25 @@ class Value:
     def __sub__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
             return Value(self.data - other.data, (self, other), (1.0, -1.0))
-        return Value(self.data - _real(other, "unsupported operand for -"), (self,), (1.0,))
+        return Value(
+            self.data - _real(other, "unsupported operand for -"), (self,), (1.0,)
+        )
 
     def __rsub__(self, other: float) -> Value:
-        return Value(_real(other, "unsupported operand for -") - self.data, (self,), (-1.0,))
+        return Value(
+            _real(other, "unsupported operand for -") - self.data, (self,), (-1.0,)
+        )
 
     def __truediv__(self, other: Value | float) -> Value:
         if isinstance(other, Value):
             a, b = self.data, other.data
             if b == 0.0:
-                raise ZeroDivisionError(f"division by a Value whose data is 0.0 ({self!r} / {other!r})")
-            return Value(a / b, (self, other), (1.0 / b, -a / b / b))  # not b * b: it underflows first
+                raise ZeroDivisionError(
+                    f"division by a Value whose data is 0.0 ({self!r} / {other!r})"
+                )
+            return Value(
+                a / b, (self, other), (1.0 / b, -a / b / b)
+            )  # not b * b: it underflows first
         b = _real(other, "unsupported operand for /")
         if b == 0.0:
             raise ZeroDivisionError(f"division of {self!r} by the number 0")
@@ -87,18 +103,26 @@ class Value:
     def __rtruediv__(self, other: float) -> Value:
         a, c = self.data, _real(other, "unsupported operand for /")
         if a == 0.0:
-            raise ZeroDivisionError(f"division by a Value whose data is 0.0 ({other!r} / {self!r})")
+            raise ZeroDivisionError(
+                f"division by a Value whose data is 0.0 ({other!r} / {self!r})"
+            )
         return Value(c / a, (self,), (-c / a / a,))
 
     def __pow__(self, exponent: float) -> Value:
         if isinstance(exponent, Value):
-            raise TypeError("Value ** Value is not supported: the exponent must be a number; "
-                            "for a positive base write (exponent * base.log()).exp()")
+            raise TypeError(
+                "Value ** Value is not supported: the exponent must be a number; "
+                "for a positive base write (exponent * base.log()).exp()"
+            )
         n, a = _real(exponent, "unsupported operand for **", "a real number"), self.data
         if a == 0.0 and n < 0:
-            raise ZeroDivisionError(f"0.0 ** {n}: zero cannot be raised to a negative power")
+            raise ZeroDivisionError(
+                f"0.0 ** {n}: zero cannot be raised to a negative power"
+            )
         if a < 0.0 and not n.is_integer():
-            raise ValueError(f"{a} ** {n}: a negative base with a fractional exponent has no real value")
+            raise ValueError(
+                f"{a} ** {n}: a negative base with a fractional exponent has no real value"
+            )
         try:
             if n == 0:  # x**0 = 1 is flat everywhere
                 local = 0.0
@@ -108,11 +132,15 @@ class Value:
                 local = n * a ** (n - 1)
             return Value(a**n, (self,), (local,))
         except OverflowError:
-            raise OverflowError(f"{a!r} ** {n!r}: the result or its slope is too large for a float") from None
+            raise OverflowError(
+                f"{a!r} ** {n!r}: the result or its slope is too large for a float"
+            ) from None
 
     def __rpow__(self, base: float) -> Value:
-        raise TypeError(f"{base!r:.40} ** Value is not supported: the exponent must be a number; "
-                        "for a positive base write (value * math.log(base)).exp()")
+        raise TypeError(
+            f"{base!r:.40} ** Value is not supported: the exponent must be a number; "
+            "for a positive base write (value * math.log(base)).exp()"
+        )
 
     # ---- functions
 
@@ -146,11 +174,15 @@ class Value:
         backpropagate(topological_order(self))
 
 
-def _real(x: object, where: str, expected: str = "a Value or a real number (int or float)") -> float:
+def _real(
+    x: object, where: str, expected: str = "a Value or a real number (int or float)"
+) -> float:
     """x as a float, or a TypeError that names x and where it was given."""
     if type(x) is float:
         return x
-    if isinstance(x, Real) and not isinstance(x, bool):  # int, numpy floats, Fraction, ...
+    if isinstance(x, Real) and not isinstance(
+        x, bool
+    ):  # int, numpy floats, Fraction, ...
         return float(x)
     raise TypeError(f"{where}: expected {expected}, got {type(x).__name__} {x!r:.40}")
 
@@ -187,7 +219,9 @@ def backpropagate(order: list[Value]) -> None:
         if node._children:
             node.grad = 0.0
     order[-1].grad += 1.0
-    for node in reversed(order):  # every parent before its children: node.grad is complete
+    for node in reversed(
+        order
+    ):  # every parent before its children: node.grad is complete
         grad = node.grad
         for child, local in zip(node._children, node._local_grads):
             child.grad += local * grad
@@ -199,7 +233,9 @@ def zero_grad(values: Iterable[Value]) -> None:
         v.grad = 0.0
 
 
-def numerical_grad(f: Callable[[list[Value]], Value], xs: Sequence[float], eps: float = 1e-6) -> list[float]:
+def numerical_grad(
+    f: Callable[[list[Value]], Value], xs: Sequence[float], eps: float = 1e-6
+) -> list[float]:
     """d f / d xs[i] for each i, by central differences: (f(x + h e_i) - f(x - h e_i)) / 2h.
 
     h = eps * max(1, |xs[i]|). The error is about h^2 * f''' / 6 (truncation) plus
@@ -215,8 +251,14 @@ def numerical_grad(f: Callable[[list[Value]], Value], xs: Sequence[float], eps: 
     return grads
 
 
-def check_gradients(f: Callable[[list[Value]], Value], xs: Sequence[float], *, eps: float = 1e-6,
-                    rtol: float = 1e-5, atol: float = 1e-8) -> list[tuple[float, float]]:
+def check_gradients(
+    f: Callable[[list[Value]], Value],
+    xs: Sequence[float],
+    *,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-8,
+) -> list[tuple[float, float]]:
     """Run backward() on f(xs) and compare each input's .grad with numerical_grad(f, xs).
 
     Returns [(backprop, numerical), ...]; raises AssertionError naming the first input where
@@ -227,23 +269,8 @@ def check_gradients(f: Callable[[list[Value]], Value], xs: Sequence[float], *, e
     pairs = list(zip((v.grad for v in inputs), numerical_grad(f, xs, eps)))
     for i, (analytic, numeric) in enumerate(pairs):
         if not abs(analytic - numeric) <= atol + rtol * max(abs(analytic), abs(numeric)):
-            raise AssertionError(f"gradient of input {i} (x = {xs[i]!r}): backward() gives {analytic!r}, "
-                                 f"finite differences give {numeric!r}")
+            raise AssertionError(
+                f"gradient of input {i} (x = {xs[i]!r}): backward() gives {analytic!r}, "
+                f"finite differences give {numeric!r}"
+            )
     return pairs
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Switch off Python's cyclic garbage collector inside the block (restoring its state after).
-
-    Graphs of Values hold no reference cycles, so reference counting frees them without the
-    collector; but the collector still wakes every 700 new objects and scans what is alive, and a
-    training step allocates hundreds of thousands. Pausing it is safe for cycle-free code.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()

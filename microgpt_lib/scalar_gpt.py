@@ -1,4 +1,4 @@
-"""A GPT made of scalars: Karpathy's microgpt on ``autograd.Value``, then as fast as pure Python gets.
+"""A GPT made of scalars: Karpathy's microgpt on ``autograd.Value``, then as fast as Python gets.
 
     ScalarGPT                    the weights as Values, in a GPTParams container
     gpt(model, token, pos, keys, values, ops)   one position's forward, with a KV cache
@@ -8,11 +8,9 @@
                binary-op nodes, as micrograd builds them (~60k nodes for a typical name)
         fast:  linear_fused, rmsnorm_fused, attention_head_fused, cross_entropy_fused, mean_fused
                one node per dot product / softmax output / loss, with hand-derived local
-               gradients stored in the forward pass (~25x fewer new nodes), and no garbage collection
+               gradients stored in the forward pass (~25x fewer new nodes), and no collector
     Adam                         microgpt's optimizer on Values (zeroes the gradients it used)
     train_step, train, sample    one timed step, the loop (tqdm), names at a temperature
-    graph_size, GCMeter          what a step builds, and what the garbage collector costs
-    suite_scalar_gpt             bench suite "scalar-gpt": both implementations side by side
 
 Command line:  python -m microgpt_lib.scalar_gpt [--steps N] [--data FILE] [--seed S]
                [--impl fast|plain] [--samples K] [--temperature T]
@@ -21,18 +19,17 @@ Command line:  python -m microgpt_lib.scalar_gpt [--steps N] [--data FILE] [--se
 from __future__ import annotations
 
 import argparse
-import gc
 import math
 import random
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from operator import mul
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, Sequence
 
-from .autograd import Value, paused_gc, topological_order
+from .autograd import Value
+from .bench import paused_gc, run_command_line
 from .config import GPTConfig, GPTParams, TrainConfig, init_weights, param_shapes
 from .data import CharTokenizer, load_documents, load_names, shuffled
 
@@ -53,18 +50,32 @@ class ScalarGPT:
     _flat: list[Value] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._flat = [p for _, matrix in self.params.named_parameters() for row in matrix for p in row]
+        self._flat = [
+            p
+            for _, matrix in self.params.named_parameters()
+            for row in matrix
+            for p in row
+        ]
 
     @classmethod
-    def from_weights(cls, config: GPTConfig, weights: GPTParams[list[list[float]]]) -> ScalarGPT:
+    def from_weights(
+        cls, config: GPTConfig, weights: GPTParams[list[list[float]]]
+    ) -> ScalarGPT:
         """Wrap plain floats (e.g. ``init_weights(config, seed)``) in fresh Values."""
         if len(weights.layers) != config.n_layer:
-            raise ValueError(f"weights have {len(weights.layers)} layers, the config says {config.n_layer}")
-        for (name, matrix), (_, (rows, cols)) in zip(weights.named_parameters(),
-                                                     param_shapes(config).named_parameters()):
+            raise ValueError(
+                f"weights have {len(weights.layers)} layers, the config says {config.n_layer}"
+            )
+        for (name, matrix), (_, (rows, cols)) in zip(
+            weights.named_parameters(), param_shapes(config).named_parameters()
+        ):
             if len(matrix) != rows or any(len(row) != cols for row in matrix):
-                raise ValueError(f"weights[{name!r}] should be {rows} x {cols} for this config")
-        return cls(config, weights.map(lambda m: [[Value(float(w)) for w in row] for row in m]))
+                raise ValueError(
+                    f"weights[{name!r}] should be {rows} x {cols} for this config"
+                )
+        return cls(
+            config, weights.map(lambda m: [[Value(float(w)) for w in row] for row in m])
+        )
 
     @classmethod
     def init(cls, config: GPTConfig, seed: int = 42) -> ScalarGPT:
@@ -110,7 +121,7 @@ def attention_head(q: Vector, keys: list[Vector], values: list[Vector]) -> Vecto
     """One head at one position: softmax(q . k_t / sqrt(d)) over the cached positions, then
     the weighted sum of their values. The cache holds only positions <= now: that is the mask."""
     d = len(q)
-    logits = [sum(q[j] * k[j] for j in range(d)) / d ** 0.5 for k in keys]
+    logits = [sum(q[j] * k[j] for j in range(d)) / d**0.5 for k in keys]
     weights = softmax(logits)
     return [sum(weights[t] * values[t][j] for t in range(len(values))) for j in range(d)]
 
@@ -178,14 +189,24 @@ def attention_head_fused(q: Vector, keys: list[Vector], values: list[Vector]) ->
     scores = []
     for k in keys:
         kd = [v.data for v in k]
-        scores.append(Value(sum(map(mul, qd, kd)) / root_d, (*qs, *k), (*[x / root_d for x in kd], *d_score_d_k)))
+        scores.append(
+            Value(
+                sum(map(mul, qd, kd)) / root_d,
+                (*qs, *k),
+                (*[x / root_d for x in kd], *d_score_d_k),
+            )
+        )
     weights = softmax_floats([s.data for s in scores])
     out = []
     for j in range(len(q)):
         vj = [v[j] for v in values]
         vd = [v.data for v in vj]
         o = sum(map(mul, weights, vd))
-        out.append(Value(o, (*scores, *vj), (*[w * (v - o) for w, v in zip(weights, vd)], *weights)))
+        out.append(
+            Value(
+                o, (*scores, *vj), (*[w * (v - o) for w, v in zip(weights, vd)], *weights)
+            )
+        )
     return out
 
 
@@ -216,12 +237,22 @@ class Ops:
     attention_head: Callable[[Vector, list[Vector], list[Vector]], Vector]
     cross_entropy: Callable[[Vector, int], Value]
     mean: Callable[[Vector], Value]
-    pause_gc: bool  # run each step with the cyclic garbage collector off (see gc_paused)
+    # Run each step with the cyclic garbage collector off. Safe: a node refers only to its
+    # children, never back, so reference counting frees the whole graph when the loss goes; the
+    # collector would only walk the live graph again and again as it grows.
+    pause_gc: bool
 
 
 PLAIN = Ops("plain", linear, rmsnorm, attention_head, cross_entropy, mean, pause_gc=False)
-FAST = Ops("fast", linear_fused, rmsnorm_fused, attention_head_fused, cross_entropy_fused, mean_fused,
-           pause_gc=True)
+FAST = Ops(
+    "fast",
+    linear_fused,
+    rmsnorm_fused,
+    attention_head_fused,
+    cross_entropy_fused,
+    mean_fused,
+    pause_gc=True,
+)
 IMPLEMENTATIONS = {"plain": PLAIN, "fast": FAST}
 
 
@@ -229,12 +260,20 @@ def get_ops(impl: str | Ops) -> Ops:
     if isinstance(impl, Ops):
         return impl
     if impl not in IMPLEMENTATIONS:
-        raise ValueError(f"impl must be one of {', '.join(IMPLEMENTATIONS)}, got {impl!r}")
+        raise ValueError(
+            f"impl must be one of {', '.join(IMPLEMENTATIONS)}, got {impl!r}"
+        )
     return IMPLEMENTATIONS[impl]
 
 
-def gpt(model: ScalarGPT, token_id: int, pos_id: int, keys: list[list[Vector]], values: list[list[Vector]],
-        ops: Ops = FAST) -> Vector:
+def gpt(
+    model: ScalarGPT,
+    token_id: int,
+    pos_id: int,
+    keys: list[list[Vector]],
+    values: list[list[Vector]],
+    ops: Ops = FAST,
+) -> Vector:
     """The logits for the token after ``token_id`` at position ``pos_id``.
 
     ``keys[layer]`` / ``values[layer]`` are the KV cache: every earlier position's key and
@@ -243,7 +282,9 @@ def gpt(model: ScalarGPT, token_id: int, pos_id: int, keys: list[list[Vector]], 
     """
     cfg, p = model.config, model.params
     hd, eps = cfg.head_dim, cfg.norm_eps
-    x = [t + q for t, q in zip(p.wte[token_id], p.wpe[pos_id])]  # what the token is + where it is
+    x = [
+        t + q for t, q in zip(p.wte[token_id], p.wpe[pos_id])
+    ]  # what the token is + where it is
     x = ops.rmsnorm(x, eps)
     for layer, layer_keys, layer_values in zip(p.layers, keys, values):
         # 1) attention: the one place where a position looks at earlier positions
@@ -254,8 +295,13 @@ def gpt(model: ScalarGPT, token_id: int, pos_id: int, keys: list[list[Vector]], 
         layer_values.append(ops.linear(x, layer.attn_wv))
         x_attn: Vector = []
         for hs in range(0, cfg.n_embd, hd):
-            x_attn.extend(ops.attention_head(q[hs:hs + hd], [k[hs:hs + hd] for k in layer_keys],
-                                             [v[hs:hs + hd] for v in layer_values]))
+            x_attn.extend(
+                ops.attention_head(
+                    q[hs : hs + hd],
+                    [k[hs : hs + hd] for k in layer_keys],
+                    [v[hs : hs + hd] for v in layer_values],
+                )
+            )
         x = ops.linear(x_attn, layer.attn_wo)
         x = [a + b for a, b in zip(x, residual)]
         # 2) MLP: 4x wider, ReLU, back down; each position on its own
@@ -272,19 +318,29 @@ def new_cache(config: GPTConfig) -> tuple[list[list[Vector]], list[list[Vector]]
     return [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
 
 
-def document_loss(model: ScalarGPT, tokens: Sequence[int], ops: Ops | str = FAST) -> Value:
+def document_loss(
+    model: ScalarGPT, tokens: Sequence[int], ops: Ops | str = FAST
+) -> Value:
     """Mean cross-entropy of predicting tokens[1:] from tokens[:-1] (at most block_size of them)."""
     ops = get_ops(ops)
     cfg = model.config
     if len(tokens) < 2:
-        raise ValueError(f"a document needs at least 2 tokens (BOS, ..., BOS), got {len(tokens)}")
+        raise ValueError(
+            f"a document needs at least 2 tokens (BOS, ..., BOS), got {len(tokens)}"
+        )
     bad = [t for t in tokens if not (isinstance(t, int) and 0 <= t < cfg.vocab_size)]
     if bad:
-        raise ValueError(f"token ids must be ints in [0, {cfg.vocab_size}), got {bad[0]!r}")
+        raise ValueError(
+            f"token ids must be ints in [0, {cfg.vocab_size}), got {bad[0]!r}"
+        )
     n = min(cfg.block_size, len(tokens) - 1)
     keys, values = new_cache(cfg)
-    losses = [ops.cross_entropy(gpt(model, tokens[pos], pos, keys, values, ops), tokens[pos + 1])
-              for pos in range(n)]
+    losses = [
+        ops.cross_entropy(
+            gpt(model, tokens[pos], pos, keys, values, ops), tokens[pos + 1]
+        )
+        for pos in range(n)
+    ]
     return ops.mean(losses)
 
 
@@ -305,25 +361,13 @@ class Adam:
     def step(self, lr: float) -> None:
         self.t += 1
         b1, b2, eps, m, v = self.beta1, self.beta2, self.eps, self.m, self.v
-        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t  # bias correction: m and v start at 0
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t  # bias correction: m and v start at 0
         for i, p in enumerate(self.params):
             g = p.grad
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
             p.data -= lr * (m[i] / c1) / ((v[i] / c2) ** 0.5 + eps)
             p.grad = 0.0
-
-
-def gc_paused(pause: bool = True) -> ContextManager[None]:
-    """``autograd.paused_gc()`` if ``pause``, else a block that changes nothing.
-
-    Pausing the cyclic collector is safe for our graphs: a node refers only to its children,
-    never back, so there are no reference cycles and reference counting frees the whole graph
-    the moment the loss goes. The collector would only add work: every 700 new objects it walks
-    the young ones, and since the graph is still alive they survive, pile up in the oldest
-    generation, and get walked again by each full collection.
-    """
-    return paused_gc() if pause else nullcontext()
 
 
 @dataclass
@@ -333,7 +377,7 @@ class StepStats:
     loss: float
     forward_s: float  # building the graph up to the loss
     backward_s: float  # topological order + chain rule into every .grad
-    optimizer_s: float  # Adam over 4,192 parameters (and zeroing their grads)
+    optimizer_s: float  # Adam over every parameter (and zeroing their grads)
     free_s: float  # dropping the graph: every node is deallocated
 
     @property
@@ -341,15 +385,18 @@ class StepStats:
         return self.forward_s + self.backward_s + self.optimizer_s + self.free_s
 
 
-PHASES = ("forward", "backward", "optimizer", "free")
-
-
-def train_step(model: ScalarGPT, opt: Adam, tokens: Sequence[int], lr: float, ops: Ops | str = FAST,
-               pause_gc: bool | None = None) -> StepStats:
-    """Forward, backward, Adam, free: one step on one document. ``pause_gc`` overrides the ops' default."""
+def train_step(
+    model: ScalarGPT,
+    opt: Adam,
+    tokens: Sequence[int],
+    lr: float,
+    ops: Ops | str = FAST,
+    pause_gc: bool | None = None,
+) -> StepStats:
+    """Forward, backward, Adam, free: one step on one document (``pause_gc``: the ops' default)."""
     ops = get_ops(ops)
     clock = time.perf_counter
-    with gc_paused(ops.pause_gc if pause_gc is None else pause_gc):
+    with paused_gc(ops.pause_gc if pause_gc is None else pause_gc):
         t0 = clock()
         loss = document_loss(model, tokens, ops)
         t1 = clock()
@@ -358,7 +405,9 @@ def train_step(model: ScalarGPT, opt: Adam, tokens: Sequence[int], lr: float, op
         opt.step(lr)
         t3 = clock()
         value = loss.data
-        del loss  # nothing else holds the graph: it is freed here, and that is part of the step
+        del (
+            loss
+        )  # nothing else holds the graph: it is freed here, and that is part of the step
         t4 = clock()
     return StepStats(value, t1 - t0, t2 - t1, t3 - t2, t4 - t3)
 
@@ -376,13 +425,22 @@ class TrainLog:
         return 1e3 * statistics.median(s.total_s for s in self.steps)
 
 
-def train(model: ScalarGPT, docs: Sequence[str], tokenizer: CharTokenizer, recipe: TrainConfig = TrainConfig(),
-          ops: Ops | str = FAST, *, progress: bool = False,
-          on_step: Callable[[int, StepStats], Any] | None = None) -> TrainLog:
+def train(
+    model: ScalarGPT,
+    docs: Sequence[str],
+    tokenizer: CharTokenizer,
+    recipe: TrainConfig = TrainConfig(),
+    ops: Ops | str = FAST,
+    *,
+    progress: bool = False,
+    on_step: Callable[[int, StepStats], Any] | None = None,
+) -> TrainLog:
     """microgpt's loop: shuffle with recipe.seed, then one document per step, lr decaying to 0."""
     ops = get_ops(ops)
     if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}")
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}"
+        )
     if not docs:
         raise ValueError("no documents to train on")
     from tqdm.auto import tqdm
@@ -390,7 +448,12 @@ def train(model: ScalarGPT, docs: Sequence[str], tokenizer: CharTokenizer, recip
     order = shuffled(docs, recipe.seed)
     opt = Adam(model.parameters(), recipe)
     log = TrainLog([])
-    bar = tqdm(range(recipe.steps), desc=f"training ({ops.name})", unit="step", disable=not progress)
+    bar = tqdm(
+        range(recipe.steps),
+        desc=f"training ({ops.name})",
+        unit="step",
+        disable=not progress,
+    )
     for step in bar:
         tokens = tokenizer.encode_document(order[step % len(order)])
         stats = train_step(model, opt, tokens, recipe.lr_at(step), ops)
@@ -403,24 +466,35 @@ def train(model: ScalarGPT, docs: Sequence[str], tokenizer: CharTokenizer, recip
     return log
 
 
-def sample(model: ScalarGPT, tokenizer: CharTokenizer, count: int = 20, temperature: float = 0.5,
-           seed: int = 42) -> list[str]:
+def sample(
+    model: ScalarGPT,
+    tokenizer: CharTokenizer,
+    count: int = 20,
+    temperature: float = 0.5,
+    seed: int = 42,
+) -> list[str]:
     """Generate ``count`` documents, one token at a time, until BOS or block_size tokens.
 
     Temperature divides the logits: below 1 sharpens the distribution (safer, blander names),
     above 1 flattens it. Same model and seed, same names.
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not temperature > 0
+    ):
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be an int >= 0, got {count!r}")
     cfg = model.config
     if tokenizer.vocab_size != cfg.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size}")
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size}"
+        )
     rng = random.Random(seed)
     ids = range(cfg.vocab_size)
     names = []
-    with gc_paused():
+    with paused_gc():
         for _ in range(count):
             keys, values = new_cache(cfg)
             token, out = tokenizer.bos, []
@@ -436,157 +510,42 @@ def sample(model: ScalarGPT, tokenizer: CharTokenizer, count: int = 20, temperat
 
 
 # --------------------------------------------------------------------------------------------
-# measuring: graph size and the garbage collector
-
-
-def graph_size(root: Value) -> tuple[int, int]:
-    """(nodes, edges) of the graph behind ``root``, parameters and constants included."""
-    order = topological_order(root)
-    return len(order), sum(len(v._children) for v in order)
-
-
-class GCMeter:
-    """Counts the cyclic garbage collector's runs inside a ``with`` block, and the time they took.
-
-    Uses ``gc.callbacks``, which Python calls at the start and the end of every collection.
-    """
-
-    def __init__(self) -> None:
-        self.collections = [0, 0, 0]  # by generation: 0 (young) .. 2 (full)
-        self.seconds_by_generation = [0.0, 0.0, 0.0]
-        self._start = 0.0
-
-    def _callback(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.seconds_by_generation[info["generation"]] += time.perf_counter() - self._start
-            self.collections[info["generation"]] += 1
-
-    def __enter__(self) -> GCMeter:
-        gc.callbacks.append(self._callback)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        gc.callbacks.remove(self._callback)
-
-    @property
-    def total(self) -> int:
-        return sum(self.collections)
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.seconds_by_generation)
-
-
-# --------------------------------------------------------------------------------------------
-# side by side, and the bench suite
-
-
-# (implementation, pause the collector?): each implementation as it ships, then the other GC setting
-VARIANTS = (("plain", False), ("plain", True), ("fast", True), ("fast", False))
-
-
-def gc_label(paused: bool) -> str:
-    return "paused" if paused else "enabled"
-
-
-def side_by_side(docs: Sequence[str], tokenizer: CharTokenizer, steps: int, *, seed: int = 42,
-                 variants: Sequence[tuple[str, bool]] = VARIANTS, count_nodes: bool = True) -> list[dict[str, Any]]:
-    """Train one model per variant from the same seed on the same names, interleaving them step
-    by step (so a busy machine slows them alike), and return one row per variant.
-
-    Each row: impl, gc, steps, ms_per_step (median) with median_s/min_s/max_s, the median of each
-    phase in ms, collections and GC ms per step (in all and by generation), nodes and edges per
-    step (mean), the losses, the largest loss difference from the first variant, and the
-    speed-up over the first variant.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    config = GPTConfig(vocab_size=tokenizer.vocab_size)
-    recipe = TrainConfig(steps=steps, seed=seed)
-    order = shuffled(docs, seed)
-    runs = []
-    for impl, paused in variants:
-        model = ScalarGPT.init(config, seed)
-        runs.append({"impl": impl, "paused": paused, "model": model, "opt": Adam(model.parameters(), recipe),
-                     "stats": [], "gc_seconds": [0.0, 0.0, 0.0], "gc_runs": [0, 0, 0]})
-    sizes: dict[str, list[tuple[int, int]]] = {}
-    for step in range(steps):
-        tokens = tokenizer.encode_document(order[step % len(order)])
-        for k in range(len(runs)):  # rotate who goes first
-            run = runs[(step + k) % len(runs)]
-            with GCMeter() as meter:
-                stats = train_step(run["model"], run["opt"], tokens, recipe.lr_at(step), run["impl"], run["paused"])
-            run["stats"].append(stats)
-            run["gc_seconds"] = [a + b for a, b in zip(run["gc_seconds"], meter.seconds_by_generation)]
-            run["gc_runs"] = [a + b for a, b in zip(run["gc_runs"], meter.collections)]
-        if count_nodes:
-            for impl in dict.fromkeys(impl for impl, _ in variants):
-                with gc_paused():
-                    sizes.setdefault(impl, []).append(graph_size(document_loss(runs[0]["model"], tokens, impl)))
-    rows = []
-    reference = runs[0]
-    for run in runs:
-        totals = [s.total_s for s in run["stats"]]
-        row: dict[str, Any] = {"kind": "step", "impl": run["impl"], "gc": gc_label(run["paused"]), "steps": steps,
-                               "ms_per_step": 1e3 * statistics.median(totals),
-                               "median_s": statistics.median(totals), "min_s": min(totals), "max_s": max(totals)}
-        for phase in PHASES:
-            row[f"{phase}_ms"] = 1e3 * statistics.median(getattr(s, f"{phase}_s") for s in run["stats"])
-        row["gc_runs_per_step"] = sum(run["gc_runs"]) / steps
-        row["gc_ms_per_step"] = 1e3 * sum(run["gc_seconds"]) / steps
-        row["gc_runs_by_generation"] = [n / steps for n in run["gc_runs"]]  # per step, generations 0, 1, 2
-        row["gc_ms_by_generation"] = [1e3 * s / steps for s in run["gc_seconds"]]
-        if count_nodes:
-            row["nodes_per_step"] = statistics.fmean(n for n, _ in sizes[run["impl"]])
-            row["edges_per_step"] = statistics.fmean(e for _, e in sizes[run["impl"]])
-        row["losses"] = [s.loss for s in run["stats"]]
-        row["max_loss_diff"] = max(abs(a.loss - b.loss) for a, b in zip(run["stats"], reference["stats"]))
-        row["speedup"] = statistics.median(s.total_s for s in reference["stats"]) / statistics.median(totals)
-        rows.append(row)
-    return rows
-
-
-def training_curve(docs: Sequence[str], tokenizer: CharTokenizer, recipe: TrainConfig, *, samples: int = 20,
-                   temperature: float = 0.5, progress: bool = False) -> dict[str, Any]:
-    """A full training run of the fast implementation, as one row: every step's loss, the
-    median ms per step, and names sampled at the end."""
-    model = ScalarGPT.init(GPTConfig(vocab_size=tokenizer.vocab_size), recipe.seed)
-    log = train(model, docs, tokenizer, recipe, FAST, progress=progress)
-    totals = [s.total_s for s in log.steps]
-    return {"kind": "curve", "impl": "fast", "gc": gc_label(FAST.pause_gc), "steps": recipe.steps,
-            "ms_per_step": log.median_ms, "median_s": statistics.median(totals), "min_s": min(totals),
-            "max_s": max(totals), "total_s": sum(totals), "seed": recipe.seed, "lr": recipe.lr,
-            "losses": log.losses, "temperature": temperature,
-            "samples": sample(model, tokenizer, samples, temperature, recipe.seed)}
-
-
-def suite_scalar_gpt(options: argparse.Namespace) -> list[dict[str, Any]]:
-    """The plain and the fast step side by side on the same names (with the garbage collector
-    on and off), then the fast implementation's training run of --steps steps (default 1,000,
-    microgpt's recipe; 20 with --quick), its losses and samples stored in the last row."""
-    docs = load_names()
-    tokenizer = CharTokenizer.from_documents(docs)
-    rows = side_by_side(docs, tokenizer, 3 if options.quick else 15)
-    steps = options.steps or (20 if options.quick else TrainConfig().steps)
-    rows.append(training_curve(docs, tokenizer, TrainConfig(steps=steps), progress=sys.stderr.isatty()))
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
 # command line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m microgpt_lib.scalar_gpt",
-                                     description="Train microgpt (a GPT made of scalar Values) and sample from it.")
-    parser.add_argument("--steps", type=int, default=TrainConfig().steps, help="training steps, one document each")
-    parser.add_argument("--data", help="a text file with one document per line (default: the names dataset)")
-    parser.add_argument("--seed", type=int, default=42, help="seeds the weights, the document order and sampling")
-    parser.add_argument("--impl", choices=sorted(IMPLEMENTATIONS), default="fast", help="which step to run")
-    parser.add_argument("--samples", type=int, default=20, help="documents to sample after training")
-    parser.add_argument("--temperature", type=float, default=0.5, help="sampling temperature (> 0)")
+    parser = argparse.ArgumentParser(
+        prog="python -m microgpt_lib.scalar_gpt",
+        description="Train microgpt (a GPT made of scalar Values) and sample from it.",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=TrainConfig().steps,
+        help="training steps, one document each",
+    )
+    parser.add_argument(
+        "--data",
+        help="a text file with one document per line (default: the names dataset)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seeds the weights, the document order and sampling",
+    )
+    parser.add_argument(
+        "--impl",
+        choices=sorted(IMPLEMENTATIONS),
+        default="fast",
+        help="which step to run",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=20, help="documents to sample after training"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=0.5, help="sampling temperature (> 0)"
+    )
     return parser
 
 
@@ -605,23 +564,42 @@ def main(argv: list[str] | None = None) -> TrainLog:
     except (ValueError, TypeError, OSError) as error:
         parser.error(str(error))
     model = ScalarGPT.init(config, recipe.seed)
-    print(f"{len(docs):,} documents | vocabulary {config.vocab_size} | {config.num_params():,} parameters | "
-          f"impl {args.impl} | {recipe.steps} steps")
+    print(
+        f"{len(docs):,} documents | vocabulary {config.vocab_size} | "
+        f"{config.num_params():,} parameters | "
+        f"impl {args.impl} | {recipe.steps} steps"
+    )
     interactive = sys.stderr.isatty()
 
     def print_step(step: int, stats: StepStats) -> None:
-        print(f"step {step + 1:4d} / {recipe.steps} | loss {stats.loss:.4f} | {1e3 * stats.total_s:.1f} ms",
-              flush=True)
+        print(
+            f"step {step + 1:4d} / {recipe.steps} | loss {stats.loss:.4f} | "
+            f"{1e3 * stats.total_s:.1f} ms",
+            flush=True,
+        )
 
-    log = train(model, docs, tokenizer, recipe, args.impl, progress=interactive,
-                on_step=None if interactive else print_step)
-    if interactive:  # the bar showed the losses as they came; leave the first and last on record
-        print(f"loss: {log.losses[0]:.4f} at step 1, {log.losses[-1]:.4f} at step {recipe.steps}")
+    log = train(
+        model,
+        docs,
+        tokenizer,
+        recipe,
+        args.impl,
+        progress=interactive,
+        on_step=None if interactive else print_step,
+    )
+    if (
+        interactive
+    ):  # the bar showed the losses as they came; leave the first and last on record
+        print(
+            f"loss: {log.losses[0]:.4f} at step 1, {log.losses[-1]:.4f} at step {recipe.steps}"
+        )
     print(f"median {log.median_ms:.1f} ms per step ({args.impl})")
-    for i, name in enumerate(sample(model, tokenizer, args.samples, args.temperature, recipe.seed), start=1):
+    for i, name in enumerate(
+        sample(model, tokenizer, args.samples, args.temperature, recipe.seed), start=1
+    ):
         print(f"sample {i:2d}: {name}")
     return log
 
 
 if __name__ == "__main__":
-    main()
+    run_command_line(main)

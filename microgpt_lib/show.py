@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
-
-# Bigger sweeps (more sizes, more steps, more repeats) run only when MICROGPT_FULL=1; otherwise
-# chapters keep to about 90 seconds on 2 cores and show the recorded results for the rest.
-FULL: bool = os.environ.get("MICROGPT_FULL", "") == "1"
 
 
 def source(obj: Any) -> str:

@@ -3,7 +3,8 @@
 import string
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from microgpt_lib import data
 
@@ -34,7 +35,9 @@ def test_shuffle_and_split_are_seeded(names):
     assert data.train_val_split(names, seed=1) != (train, val)
     assert len(val) == round(0.1 * len(names)) and len(train) + len(val) == len(names)
     assert set(train).isdisjoint(val) and set(train) | set(val) == set(names)
-    assert data.shuffled(["a", "b", "c"], seed=0) == data.shuffled(["a", "b", "c"], seed=0)
+    assert data.shuffled(["a", "b", "c"], seed=0) == data.shuffled(
+        ["a", "b", "c"], seed=0
+    )
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5, 2])
@@ -54,7 +57,10 @@ def test_load_documents_reads_one_per_line(tmp_path):
     assert data.load_documents(path) == ["hello world", "spaced", "last"]
 
 
-@pytest.mark.parametrize("content, message", [("", "empty"), ("\n\n", "empty"), ("a\n\nb\n", "line 2: empty document")])
+@pytest.mark.parametrize(
+    "content, message",
+    [("", "empty"), ("\n\n", "empty"), ("a\n\nb\n", "line 2: empty document")],
+)
 def test_load_documents_rejects_empty_files_and_documents(tmp_path, content, message):
     path = tmp_path / "docs.txt"
     path.write_text(content)
@@ -80,7 +86,9 @@ def test_tokenizer_on_names(names):
     assert tok.decode(tok.encode_document("emma")) == "emma"
 
 
-@given(st.lists(st.text(alphabet="xyz é!", min_size=1, max_size=8), min_size=1, max_size=5))
+@given(
+    st.lists(st.text(alphabet="xyz é!", min_size=1, max_size=8), min_size=1, max_size=5)
+)
 def test_tokenizer_round_trips_any_documents(docs):
     tok = data.CharTokenizer.from_documents(docs)
     for doc in docs:

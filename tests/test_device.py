@@ -1,17 +1,18 @@
-"""microgpt_lib.device: device selection (with GPUs mocked), dtype rules, the gpu suite's rows."""
-
-import argparse
-import json
+"""microgpt_lib.device: device selection (with GPUs mocked), dtype rules, sync and memory."""
 
 import pytest
 import torch
 
-from microgpt_lib import bench, device
+from microgpt_lib import device, device_lab
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_MPS = device.is_available("mps")
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs an NVIDIA GPU with a CUDA build of torch")
-needs_mps = pytest.mark.skipif(not HAS_MPS, reason="needs a Mac with Apple's Metal (MPS) backend")
+needs_cuda = pytest.mark.skipif(
+    not HAS_CUDA, reason="needs an NVIDIA GPU with a CUDA build of torch"
+)
+needs_mps = pytest.mark.skipif(
+    not HAS_MPS, reason="needs a Mac with Apple's Metal (MPS) backend"
+)
 
 
 @pytest.fixture
@@ -35,8 +36,15 @@ def fake_gpus(monkeypatch, no_env):
 # selection
 
 
-@pytest.mark.parametrize("cuda, mps, expected", [(False, False, "cpu"), (False, True, "mps"),
-                                                 (True, False, "cuda"), (True, True, "cuda")])
+@pytest.mark.parametrize(
+    "cuda, mps, expected",
+    [
+        (False, False, "cpu"),
+        (False, True, "mps"),
+        (True, False, "cuda"),
+        (True, True, "cuda"),
+    ],
+)
 def test_auto_prefers_cuda_then_mps_then_cpu(fake_gpus, cuda, mps, expected):
     fake_gpus(cuda=cuda, mps=mps)
     assert device.pick_device() == torch.device(expected)
@@ -62,9 +70,14 @@ def test_argument_beats_environment_variable(fake_gpus, monkeypatch):
 def test_missing_gpu_is_a_clear_error_never_a_silent_cpu(fake_gpus, monkeypatch):
     fake_gpus(cuda=False, mps=False)
     monkeypatch.setenv(device.DEVICE_ENV, "cuda")
-    with pytest.raises(device.DeviceUnavailableError, match=f"{device.DEVICE_ENV}.*'cuda'.*Available here: cpu"):
+    with pytest.raises(
+        device.DeviceUnavailableError,
+        match=f"{device.DEVICE_ENV}.*'cuda'.*Available here: cpu",
+    ):
         device.pick_device()
-    with pytest.raises(device.DeviceUnavailableError, match="the argument asks for device 'mps'"):
+    with pytest.raises(
+        device.DeviceUnavailableError, match="the argument asks for device 'mps'"
+    ):
         device.pick_device("mps")
 
 
@@ -108,9 +121,16 @@ def test_cpu_computes_in_every_dtype():
 
 @pytest.mark.parametrize("macos_14", [True, False])
 def test_mps_has_no_float64(monkeypatch, macos_14):
-    monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: macos_14, raising=False)
+    monkeypatch.setattr(
+        torch.backends.mps,
+        "is_macos_or_newer",
+        lambda major, minor: macos_14,
+        raising=False,
+    )
     supported = device.supported_dtypes("mps")
-    assert "float64" not in supported and "float32" in supported and "float16" in supported
+    assert (
+        "float64" not in supported and "float32" in supported and "float16" in supported
+    )
     assert ("bfloat16" in supported) == macos_14
     with pytest.raises(TypeError, match="float64 is not supported on mps.*64-bit"):
         device.torch_dtype("float64", "mps")
@@ -123,7 +143,9 @@ def test_cuda_dtypes(monkeypatch, bf16):
     assert supported[:2] == ["float64", "float32"] and ("bfloat16" in supported) == bf16
 
 
-@pytest.mark.parametrize("capability, expected", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+@pytest.mark.parametrize(
+    "capability, expected", [((7, 5), False), ((8, 0), True), ((9, 0), True)]
+)
 def test_tf32_needs_ampere(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
     assert device.supports_tf32("cuda") is expected
@@ -157,94 +179,9 @@ def test_cpu_sync_and_memory():
     info = device.describe("cpu")
     assert info["kind"] == "cpu" and info["name"] and info["threads"] >= 1
     x = torch.ones(3)
-    assert x.to("cpu") is x  # why transfer_rows has nothing to measure on the CPU
-    assert device.transfer_rows(torch.device("cpu")) == [] and device.memory_rows(torch.device("cpu")) == []
-
-
-# --------------------------------------------------------------------------------------------
-# measurements: pure helpers and the suite's rows
-
-
-def test_crossover_size():
-    rows = [{"kernel": "numpy", "n": n, "median_s": s} for n, s in [(16, 1), (32, 2), (64, 4), (128, 8)]]
-    rows += [{"kernel": "gpu", "n": n, "median_s": s} for n, s in [(16, 5), (32, 1), (64, 5), (128, 3)]]
-    assert device.crossover_size(rows, "gpu") == 128  # 32 wins once, but loses again at 64
-    rows[-2]["median_s"] = 3  # now it wins from 32 on
-    assert device.crossover_size(rows, "gpu") == 32
-    rows[-1]["median_s"] = 9
-    assert device.crossover_size(rows, "gpu") is None
-
-
-def test_relative_error():
-    reference = torch.tensor([[3.0, 4.0]])
-    assert device.relative_error(reference, reference) == 0
-    assert device.relative_error(torch.tensor([[3.0, 4.5]]), reference) == pytest.approx(0.1)
-
-
-def test_layer_chain_matches_a_hand_written_loop():
-    generator = torch.Generator().manual_seed(0)
-    weights = [torch.randn(4, 4, generator=generator) for _ in range(3)]
-    x = torch.randn(4, 4, generator=generator)
-    expected = torch.tanh(torch.tanh(torch.tanh(x @ weights[0]) @ weights[1]) @ weights[2])
-    torch.testing.assert_close(device.layer_chain(x, weights), expected)
-
-
-def test_precision_errors_follow_the_mantissa_width():
-    rows = {r["mode"]: r for r in device.precision_rows(torch.device("cpu"), [64], repeats=1)}
-    assert list(rows) == ["float32", "bfloat16", "float16"]  # no tf32 on a CPU
-    assert rows["float32"]["relative_error"] < rows["float16"]["relative_error"] < rows["bfloat16"]["relative_error"]
-    for row in rows.values():  # a sum of 64 products: error within a small multiple of the rounding unit
-        assert row["relative_error"] < 4 * row["epsilon"]
-    with pytest.raises(ValueError, match="tf32 are not available on cpu"):
-        device.precision_rows(torch.device("cpu"), [16], ["tf32"])
-
-
-MATMUL_KEYS = {"kernel", "family", "n", "dtype", "threads", "median_s", "min_s", "max_s", "gflops"}
-
-
-def quick_options(**overrides):
-    options = bench.build_parser().parse_args(["gpu", "--quick"])
-    return argparse.Namespace(**{**vars(options), **overrides})
-
-
-def test_gpu_suite_rows(tmp_path, no_env):
-    rows = device.suite_gpu(quick_options())
-    lessons = {r["lesson"] for r in rows}
-    expected = {"resident", "sync", "launch", "crossover", "precision"}
-    if device.pick_device().type != "cpu":
-        expected |= {"transfer", "memory"}
-    assert lessons == expected
-    for row in rows:
-        assert row["device"] == device.pick_device().type and row["device_name"]
-        if row["lesson"] in ("sync", "crossover", "precision"):
-            assert MATMUL_KEYS <= set(row), row
-            assert row["gflops"] > 0 and row["min_s"] <= row["median_s"] <= row["max_s"]
-    crossover = [r for r in rows if r["lesson"] == "crossover"]
-    assert {r["kernel"] for r in crossover} >= {"numpy", f"torch-{device.pick_device().type}"}
-    # the rows survive the trip through a result file
-    path = bench.save_results(bench.make_result("gpu", rows, command="test"), tmp_path / "gpu.json")
-    loaded = bench.load_results(path)
-    assert loaded["rows"][0]["suite"] == "gpu" and json.dumps(loaded)
-
-
-def test_gpu_suite_dtypes_option(no_env):
-    options = quick_options(dtypes=["float64", "bfloat16"], sizes=[16])
-    rows = device.suite_gpu(options)
-    assert [r["mode"] for r in rows if r["lesson"] == "precision"] == ["float64", "bfloat16"]
-    assert {r["n"] for r in rows if r["lesson"] == "crossover"} == {16}
-    float64 = next(r for r in rows if r.get("mode") == "float64")
-    assert float64["relative_error"] == 0  # the reference itself
-
-
-def test_compiled_chain_matches_eager():
-    """torch.compile on the CPU (about 25 s: it generates and compiles C++ for the fused chain)."""
-    generator = torch.Generator().manual_seed(0)
-    weights = [torch.randn(16, 16, generator=generator) / 4 for _ in range(8)]
-    x = torch.randn(16, 16, generator=generator)
-    torch.testing.assert_close(torch.compile(device.layer_chain)(x, weights), device.layer_chain(x, weights))
-    rows = device.launch_rows(torch.device("cpu"), numels=(1,), repeats=1, compile=True)
-    compiled = [r for r in rows if r.get("method", "").startswith("torch.compile")]
-    assert len(compiled) == 1 and "error" not in compiled[0] and compiled[0]["compile_s"] > 0
+    assert (
+        x.to("cpu") is x
+    )  # why device_lab.transfer_rows has nothing to measure on the CPU
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,22 +193,17 @@ def test_cuda_selected_and_measured(no_env):
     cuda = device.pick_device()
     assert cuda.type == "cuda"
     assert "float64" in device.supported_dtypes(cuda)
-    transfers = device.transfer_rows(cuda, [1], repeats=2)
+    transfers = device_lab.transfer_rows(cuda, [1], repeats=2)
     assert {r["memory"] for r in transfers} == {"pageable", "pinned"}
-    stages = [r for r in device.memory_rows(cuda, 16, repeats=2) if r["experiment"] == "stages"]
+    stages = [
+        r for r in device_lab.memory_rows(cuda, 16, repeats=2) if r["part"] == "stages"
+    ]
     after_alloc, after_del = stages[1], stages[2]
     assert after_alloc["allocated_bytes"] - stages[0]["allocated_bytes"] >= 16 << 20
-    assert after_del["reserved_bytes"] >= after_alloc["allocated_bytes"]  # freed, but still cached
+    assert (
+        after_del["reserved_bytes"] >= after_alloc["allocated_bytes"]
+    )  # freed, but still cached
     assert device.memory_stats(cuda)["total"] > 0
-
-
-@needs_cuda
-def test_cuda_graph_replays_the_same_result():
-    cuda = torch.device("cuda")
-    weights = [torch.randn(16, 16, device=cuda) for _ in range(4)]
-    x = torch.randn(16, 16, device=cuda)
-    replay = device._cuda_graph(lambda: device.layer_chain(x, weights))
-    torch.testing.assert_close(replay(), device.layer_chain(x, weights))
 
 
 @needs_mps
@@ -280,8 +212,10 @@ def test_mps_selected_and_float64_refused(no_env, monkeypatch):
     mps = device.pick_device()
     assert mps.type == "mps"
     with pytest.raises(TypeError):
-        torch.ones(2, dtype=torch.float64, device=mps)  # torch itself refuses, as the rules say
+        torch.ones(
+            2, dtype=torch.float64, device=mps
+        )  # torch itself refuses, as the rules say
     stats = device.memory_stats(mps)
     assert {"allocated", "reserved", "recommended_max"} <= set(stats)
-    rows = device.transfer_rows(mps, [1], repeats=2)
+    rows = device_lab.transfer_rows(mps, [1], repeats=2)
     assert {r["memory"] for r in rows} == {"pageable"}

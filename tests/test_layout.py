@@ -1,15 +1,13 @@
-"""Storages, footprints, strided views, matvec per storage, traversal order, parameter containers."""
+"""microgpt_lib.layout: storages, strided views, matvec per storage, traversal, containers."""
 
-import argparse
 import array
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microgpt_lib import bench, layout
+from microgpt_lib import layout
 
 RTOL = 1e-12
 
@@ -26,9 +24,13 @@ def matvec_every_storage(a, x):
     return {
         "nested": layout.matvec_nested(s["nested lists"], x.tolist()),
         "flat list": layout.matvec_flat(s["flat list"], rows, cols, x.tolist()),
-        "array.array": layout.matvec_flat(s["array.array"], rows, cols, array.array("d", x)),
+        "array.array": layout.matvec_flat(
+            s["array.array"], rows, cols, array.array("d", x)
+        ),
         "numba": layout.matvec_numba(a.ravel(), rows, cols, x),
-        "numba on array.array": layout.matvec_numba(s["array.array"], rows, cols, array.array("d", x)),
+        "numba on array.array": layout.matvec_numba(
+            s["array.array"], rows, cols, array.array("d", x)
+        ),
     }
 
 
@@ -40,7 +42,9 @@ def test_every_matvec_matches_numpy(shape):
     a, x = random_problem(*shape)
     expected = a @ x
     for name, y in matvec_every_storage(a, x).items():
-        np.testing.assert_allclose(np.asarray(y), expected, rtol=RTOL, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(y), expected, rtol=RTOL, atol=1e-12, err_msg=name
+        )
 
 
 @settings(max_examples=40, deadline=None)
@@ -49,7 +53,9 @@ def test_matvec_property_every_shape(rows, cols, seed):
     a, x = random_problem(rows, cols, seed)
     expected = a @ x
     for name, y in matvec_every_storage(a, x).items():
-        np.testing.assert_allclose(np.asarray(y), expected, rtol=RTOL, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(y), expected, rtol=RTOL, atol=1e-12, err_msg=name
+        )
 
 
 def test_numba_kernel_is_the_python_loop_compiled():
@@ -71,7 +77,9 @@ def test_matvec_nested_rejects_ragged_rows_and_wrong_x():
 def test_matvec_flat_rejects_bad_shapes(fn):
     a, x = random_problem(3, 4)
     flat, xs = a.ravel(), x
-    with pytest.raises(ValueError, match=r"a has 12 elements, but rows x cols = 4 x 4 = 16"):
+    with pytest.raises(
+        ValueError, match=r"a has 12 elements, but rows x cols = 4 x 4 = 16"
+    ):
         fn(flat, 4, 4, np.ones(4))
     with pytest.raises(ValueError, match="x has 3 elements, but A has 4 columns"):
         fn(flat, 3, 4, xs[:3])
@@ -87,21 +95,6 @@ def test_matvec_numba_rejects_2d_and_wrong_dtype():
         layout.matvec_numba(a, 3, 4, x)
     with pytest.raises(TypeError, match="a must hold float64 numbers, got dtype float32"):
         layout.matvec_numba(a.ravel().astype(np.float32), 3, 4, x)
-
-
-def test_flat_loop_costs_more_bytecodes_than_nested():
-    nested = layout.inner_loop_instructions(layout.matvec_nested_loop)
-    flat = layout.inner_loop_instructions(layout.matvec_flat_loop)
-    assert len(flat) > len(nested)
-    ops = [ins.opname for ins in flat]
-    assert ops[-1].startswith("JUMP_BACKWARD") and "BINARY_SUBSCR" in ops
-    # the difference is the index arithmetic: base + j
-    assert [i.argrepr for i in flat if i.opname == "BINARY_OP"].count("+") == 1
-
-
-def test_inner_loop_needs_a_loop():
-    with pytest.raises(ValueError, match="has no loop"):
-        layout.inner_loop_instructions(lambda: 1)
 
 
 # --- storages and footprints --------------------------------------------------------------
@@ -125,41 +118,6 @@ def test_storages_reject_non_matrices():
         layout.storages(np.ones(3))
     with pytest.raises(TypeError, match="float64"):
         layout.storages(np.ones((2, 2), dtype=np.int64))
-
-
-def test_deep_getsizeof_counts_each_object_once():
-    x = 1.5e300
-    row = [x, x, x]
-    assert layout.deep_getsizeof(row) == sys.getsizeof(row) + sys.getsizeof(x)
-    nested = [row, row]  # the same row twice
-    assert layout.deep_getsizeof(nested) == sys.getsizeof(nested) + layout.deep_getsizeof(row)
-    cycle = []
-    cycle.append(cycle)
-    assert layout.deep_getsizeof(cycle) == sys.getsizeof(cycle)
-    d = {"key": [1.25]}
-    assert layout.deep_getsizeof(d) == sum(map(sys.getsizeof, (d, "key", d["key"], 1.25)))
-
-
-def test_traced_allocations_sees_raw_and_boxed_storage():
-    n = 10_000
-    raw = layout.traced_allocations(lambda: array.array("d", bytes(8 * n)))
-    # the object and its buffer (grown by 1/16); under pytest, a first traced run sometimes also
-    # keeps one small block (56 bytes) that a plain interpreter does not: allow it
-    assert 2 <= raw.blocks <= 3
-    assert 0 <= raw.bytes - sys.getsizeof(array.array("d", bytes(8 * n))) <= 64
-    boxed = layout.traced_allocations(lambda: [i + 0.5 for i in range(n)])
-    assert n + 2 <= boxed.blocks <= n + 8  # a float object per element, the list, its item array
-    assert abs(boxed.bytes - layout.deep_getsizeof([i + 0.5 for i in range(n)])) <= 256
-
-
-def test_footprint_rows_show_boxing_costs_four_times_the_bytes():
-    rows = {r["storage"]: r for r in layout.footprint_rows(32)}
-    assert set(rows) == set(layout.STORAGES)
-    assert rows["numpy"]["bytes_per_element"] == pytest.approx(8, rel=0.2)
-    assert rows["flat list"]["bytes_per_element"] == pytest.approx(32, rel=0.1)
-    assert rows["nested lists"]["blocks"] > rows["flat list"]["blocks"] > 100 * rows["numpy"]["blocks"]
-    for r in rows.values():  # the two ways of counting agree to a few dozen bytes
-        assert abs(r["traced_bytes"] - r["getsizeof_bytes"]) <= 128
 
 
 # --- strided views ------------------------------------------------------------------------
@@ -197,13 +155,23 @@ def test_contiguity():
     v = view_of(np.zeros((3, 4)))
     assert v.is_contiguous and v.row(1).is_contiguous
     assert not v.T.is_contiguous and not v.column(0).is_contiguous
-    assert layout.StridedView([0.0] * 5, (1, 5), strides=(99, 1)).is_contiguous  # one row: stride unused
+    assert layout.StridedView(
+        [0.0] * 5, (1, 5), strides=(99, 1)
+    ).is_contiguous  # one row: stride unused
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.integers(1, 6), cols=st.integers(1, 6), pad=st.integers(0, 3), offset=st.integers(0, 3),
-       transpose=st.booleans(), data=st.data())
-def test_view_property_padded_and_offset_buffers(rows, cols, pad, offset, transpose, data):
+@given(
+    rows=st.integers(1, 6),
+    cols=st.integers(1, 6),
+    pad=st.integers(0, 3),
+    offset=st.integers(0, 3),
+    transpose=st.booleans(),
+    data=st.data(),
+)
+def test_view_property_padded_and_offset_buffers(
+    rows, cols, pad, offset, transpose, data
+):
     """A view with a row stride of cols + pad, starting at offset, sees what numpy sees."""
     buffer = np.arange(offset + rows * (cols + pad), dtype=float)
     expected = buffer[offset:].reshape(rows, cols + pad)[:, :cols]
@@ -214,7 +182,10 @@ def test_view_property_padded_and_offset_buffers(rows, cols, pad, offset, transp
     i = data.draw(st.integers(0, v.shape[0] - 1))
     j = data.draw(st.integers(0, v.shape[1] - 1))
     assert v[i, j] == expected[i, j]
-    assert v.row(i).tolist() == expected[i].tolist() and v.column(j).tolist() == expected[:, j].tolist()
+    assert (
+        v.row(i).tolist() == expected[i].tolist()
+        and v.column(j).tolist() == expected[:, j].tolist()
+    )
 
 
 def test_view_reverse_strides():
@@ -224,7 +195,9 @@ def test_view_reverse_strides():
 
 def test_view_bad_shapes_and_indices_give_clear_errors():
     buffer = [0.0] * 12
-    with pytest.raises(ValueError, match=r"offset 1 reaches elements 1\.\.12, outside a buffer of 12"):
+    with pytest.raises(
+        ValueError, match=r"offset 1 reaches elements 1\.\.12, outside a buffer of 12"
+    ):
         layout.StridedView(buffer, (3, 4), offset=1)
     with pytest.raises(ValueError, match="reaches elements"):
         layout.StridedView(buffer, (4, 4))
@@ -235,7 +208,9 @@ def test_view_bad_shapes_and_indices_give_clear_errors():
     with pytest.raises(ValueError, match="strides must be 2 ints"):
         layout.StridedView(buffer, (3, 4), strides=(4,))
     v = layout.StridedView(buffer, (3, 4))
-    with pytest.raises(IndexError, match="index 3 is out of range for axis 0 with size 3"):
+    with pytest.raises(
+        IndexError, match="index 3 is out of range for axis 0 with size 3"
+    ):
         v[3, 0]
     with pytest.raises(IndexError, match="axis 1 with size 4"):
         v.column(-5)
@@ -265,7 +240,10 @@ def test_padded_copy_has_a_longer_row_stride():
 def test_scale_any_order_matches_numpy(order, shape):
     a = np.random.default_rng(1).standard_normal(shape)
     np.testing.assert_array_equal(layout.scale(a, 2.5, order), 2.5 * a)
-    p, out = layout.padded(a, 8), layout.padded(np.zeros(shape), 8)  # non-contiguous in and out
+    p, out = (
+        layout.padded(a, 8),
+        layout.padded(np.zeros(shape), 8),
+    )  # non-contiguous in and out
     assert layout.scale(p, 2.0, order, out=out) is out
     np.testing.assert_array_equal(out, 2.0 * a)
 
@@ -298,43 +276,3 @@ def test_containers_hold_the_same_weights():
         layout.container("list", values)
     with pytest.raises(TypeError, match="LayerSlots takes 6 values"):
         layout.LayerSlots(1, 2)
-
-
-def test_access_loop_evaluates_the_expression():
-    loop = layout.access_loop("p.append(1)", unroll=3)
-    seen = []
-    loop(seen, 4)
-    assert seen == [1] * 12 and loop.source.count("p.append(1)") == 3
-    with pytest.raises(ValueError, match="not a Python expression"):
-        layout.access_loop("p.[")
-
-
-def test_lookup_instruction_names_the_specialised_access():
-    boxes = layout.containers([1.0] * 6)
-    loop = layout.access_loop('p["attn_wq"]', unroll=1)
-    loop(boxes["dict[str]"], 100)  # let CPython watch it run
-    assert "BINARY_SUBSCR" in layout.lookup_instruction(loop)
-    loop = layout.access_loop("p.attn_wq", unroll=1)
-    loop(boxes["__slots__"], 100)
-    assert "LOAD_ATTR" in layout.lookup_instruction(loop)
-
-
-# --- the benchmark suite ------------------------------------------------------------------
-
-
-def test_suite_layout_quick_rows():
-    options = bench.build_parser().parse_args(["layout", "--quick"])
-    rows = bench.resolve_suite("layout")(options)
-    kinds = {r["measurement"] for r in rows}
-    assert kinds == {"footprint", "matvec", "traversal", "row", "access"}
-    matvec = [r for r in rows if r["measurement"] == "matvec"]
-    assert {r["kernel"] for r in matvec} == set(layout.MATVEC_KERNELS)
-    for r in matvec:
-        assert {"kernel", "family", "n", "dtype", "threads", "median_s", "min_s", "max_s", "gflops"} <= set(r)
-        assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["gflops"] > 0
-    traversal = {r["kernel"] for r in rows if r["measurement"] == "traversal"}
-    assert {"scale-by-rows", "scale-by-columns", "scale-by-columns-padded8"} <= traversal
-    access = {r["kernel"]: r for r in rows if r["measurement"] == "access"}
-    assert set(access) == set(layout.ACCESS_EXPRESSIONS)
-    assert access["__slots__ .attr"]["container_bytes"] < access["dict[str]"]["container_bytes"]
-    assert access["__slots__ .attr"]["container_bytes"] == sys.getsizeof(layout.LayerSlots(*range(6)))

@@ -1,15 +1,14 @@
 """Stored notebook outputs must come from one clean run against the current library code."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tools import notebooks as notebook_tools
+from tools import results_page
+
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("notebook_tools", ROOT / "tools" / "notebooks.py")
-notebook_tools = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(notebook_tools)
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 TOC = (ROOT / "_toc.yml").read_text()
@@ -22,34 +21,77 @@ def test_there_are_chapters():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_stored_outputs_are_fresh_and_clean(path):
     problems = notebook_tools.problems(path)
-    assert not problems, f"{path.name}: " + "; ".join(problems) + " -> run `make execute NB=notebooks/" + path.name + "`"
+    assert not problems, (
+        f"{path.name}: "
+        + "; ".join(problems)
+        + " -> run `make execute NB=notebooks/"
+        + path.name
+        + "`"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_is_in_the_book_and_titled(path):
-    assert f"- file: notebooks/{path.stem}\n" in TOC, f"{path.name} is missing from _toc.yml"
+    assert f"- file: notebooks/{path.stem}\n" in TOC, (
+        f"{path.name} is missing from _toc.yml"
+    )
     nb = json.loads(path.read_text())
     first = "".join(nb["cells"][0]["source"])
-    assert nb["cells"][0]["cell_type"] == "markdown" and first.startswith(f"# {path.name[:2]} — "), \
-        f"{path.name} should open with a '# {path.name[:2]} — Title' markdown cell"
+    assert nb["cells"][0]["cell_type"] == "markdown" and first.startswith(
+        f"# {path.name[:2]} — "
+    ), f"{path.name} should open with a '# {path.name[:2]} — Title' markdown cell"
 
 
 def test_a_changed_module_makes_a_notebook_stale(tmp_path, monkeypatch):
-    nb = {"cells": [{"cell_type": "code", "execution_count": 1, "outputs": [], "source": ""}],
-          "metadata": {"microgpt": {"modules": {"microgpt_lib.bench": "0" * 64}}}}
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": 1, "outputs": [], "source": ""}
+        ],
+        "metadata": {"microgpt": {"modules": {"microgpt_lib.bench": "0" * 64}}},
+    }
     path = tmp_path / "00_x.ipynb"
     path.write_text(json.dumps(nb))
-    assert notebook_tools.problems(path) == ["microgpt_lib.bench changed since the notebook ran"]
-    nb["metadata"]["microgpt"]["modules"]["microgpt_lib.bench"] = notebook_tools.module_hash("microgpt_lib.bench")
+    assert notebook_tools.problems(path) == [
+        "microgpt_lib.bench changed since the notebook ran"
+    ]
+    nb["metadata"]["microgpt"]["modules"]["microgpt_lib.bench"] = (
+        notebook_tools.module_hash("microgpt_lib.bench")
+    )
     nb["cells"][0]["execution_count"] = 2
     nb["cells"][0]["outputs"] = [{"output_type": "error", "ename": "ZeroDivisionError"}]
     path.write_text(json.dumps(nb))
-    assert notebook_tools.problems(path) == ["execution counts are not 1..n: not one clean top-to-bottom run",
-                                             "cell 0 stores an error output (ZeroDivisionError)"]
+    assert notebook_tools.problems(path) == [
+        "execution counts are not 1..n: not one clean top-to-bottom run",
+        "cell 0 stores an error output (ZeroDivisionError)",
+    ]
 
 
 def test_results_page_matches_the_recorded_results():
-    _spec = importlib.util.spec_from_file_location("results_page", ROOT / "tools" / "results_page.py")
-    results_page = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(results_page)
-    assert results_page.main(["--check"]) == 0, "book/results.md is stale: run `python tools/results_page.py`"
+    assert results_page.main(["--check"]) == 0, (
+        "book/results.md is stale: run `python tools/results_page.py`"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_never_import_the_suites(path):
+    """suites.py is where a new chapter registers its suite: were it hashed into a notebook's
+    record, every landing would stale that notebook."""
+    modules = (
+        json.loads(path.read_text())
+        .get("metadata", {})
+        .get("microgpt", {})
+        .get("modules", {})
+    )
+    assert modules and "microgpt_lib.suites" not in modules, path.name
+
+
+def test_editing_the_suite_table_stales_no_notebook(tmp_path, monkeypatch):
+    real = notebook_tools.module_hash
+
+    def edited(name):  # as if a line had been added to suites.py
+        return "0" * 64 if name == "microgpt_lib.suites" else real(name)
+
+    monkeypatch.setattr(notebook_tools, "module_hash", edited)
+    assert notebook_tools.module_hash("microgpt_lib.suites") == "0" * 64
+    for path in NOTEBOOKS:
+        assert not [p for p in notebook_tools.problems(path) if "suites" in p], path.name

@@ -5,68 +5,61 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from microgpt_lib import bench, scalar_gpt as sg
+from microgpt_lib import scalar_gpt as sg
 from microgpt_lib.autograd import Value, check_gradients
 from microgpt_lib.config import GPTConfig, TrainConfig, init_weights
-from microgpt_lib.data import CharTokenizer, load_names, shuffled
+from microgpt_lib.data import CharTokenizer, shuffled
+from microgpt_lib.scalar_gpt_lab import PHASES
 
 TOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def names():
-    return load_names()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(names):
-    return CharTokenizer.from_documents(names)
-
-
-@pytest.fixture(scope="module")
-def config(tokenizer):
-    return GPTConfig(vocab_size=tokenizer.vocab_size)
 
 
 def test_the_model_is_microgpt(config):
     model = sg.ScalarGPT.init(config, seed=42)
     assert config.vocab_size == 27 and len(model.parameters()) == 4192
-    assert model.weights() == init_weights(config, 42)  # Values wrap exactly the seeded floats
+    assert model.weights() == init_weights(
+        config, 42
+    )  # Values wrap exactly the seeded floats
     assert len({id(p) for p in model.parameters()}) == 4192  # every weight its own leaf
 
 
-def test_plain_and_fast_steps_agree_on_losses_and_every_gradient(config, tokenizer, names):
+def test_plain_and_fast_steps_agree_on_losses_and_every_gradient(
+    config, tokenizer, names
+):
     plain, fast = sg.ScalarGPT.init(config, 7), sg.ScalarGPT.init(config, 7)
     recipe = TrainConfig(steps=4)
-    opt_plain, opt_fast = sg.Adam(plain.parameters(), recipe), sg.Adam(fast.parameters(), recipe)
-    docs = shuffled(names, 3)[:3] + ["christopherjonathan"]  # the last is longer than block_size
+    opt_plain, opt_fast = (
+        sg.Adam(plain.parameters(), recipe),
+        sg.Adam(fast.parameters(), recipe),
+    )
+    docs = shuffled(names, 3)[:3] + [
+        "christopherjonathan"
+    ]  # the last is longer than block_size
     for step, doc in enumerate(docs):
         tokens = tokenizer.encode_document(doc)
-        loss_plain, loss_fast = sg.document_loss(plain, tokens, sg.PLAIN), sg.document_loss(fast, tokens, sg.FAST)
+        loss_plain, loss_fast = (
+            sg.document_loss(plain, tokens, sg.PLAIN),
+            sg.document_loss(fast, tokens, sg.FAST),
+        )
         assert loss_fast.data == pytest.approx(loss_plain.data, abs=TOL), doc
         loss_plain.backward()
         loss_fast.backward()
         grads_plain, grads_fast = plain.gradients(), fast.gradients()
         worst = max(abs(a - b) for a, b in zip(grads_plain, grads_fast))
         assert worst < TOL, f"step {step} ({doc}): gradients differ by {worst:.3g}"
-        assert sum(g != 0.0 for g in grads_fast) > 1000  # the check compares real gradients
+        assert (
+            sum(g != 0.0 for g in grads_fast) > 1000
+        )  # the check compares real gradients
         opt_plain.step(recipe.lr_at(step))
         opt_fast.step(recipe.lr_at(step))
         assert all(p.grad == 0.0 for p in fast.parameters())  # Adam zeroes what it used
-    worst = max(abs(a.data - b.data) for a, b in zip(plain.parameters(), fast.parameters()))
+    worst = max(
+        abs(a.data - b.data) for a, b in zip(plain.parameters(), fast.parameters())
+    )
     assert worst < TOL
-
-
-def test_fast_graph_is_much_smaller(config, tokenizer):
-    model = sg.ScalarGPT.init(config)
-    tokens = tokenizer.encode_document("emma")
-    nodes_plain, edges_plain = sg.graph_size(sg.document_loss(model, tokens, "plain"))
-    nodes_fast, edges_fast = sg.graph_size(sg.document_loss(model, tokens, "fast"))
-    # both graphs contain the 4,192 parameters (the leaves); the plain one ~10x more on top
-    assert nodes_fast > 4192 and nodes_plain - 4192 > 10 * (nodes_fast - 4192)
-    assert edges_plain > 1.5 * edges_fast
 
 
 def _random_vector(rng, n):
@@ -79,17 +72,37 @@ def test_each_fused_block_matches_its_plain_twin(seed, n, t):
     rng = random.Random(seed)
     target = rng.randrange(n)
     blocks = [
-        ("linear", lambda v: sg.linear(v[:n], [v[n:2 * n], v[2 * n:]]),
-         lambda v: sg.linear_fused(v[:n], [v[n:2 * n], v[2 * n:]]), 3 * n),
-        ("rmsnorm", lambda v: sg.rmsnorm(v, 1e-5), lambda v: sg.rmsnorm_fused(v, 1e-5), n),
-        ("attention", lambda v: sg.attention_head(*_split_head(v, n, t)),
-         lambda v: sg.attention_head_fused(*_split_head(v, n, t)), n + 2 * n * t),
-        ("cross_entropy", lambda v: [sg.cross_entropy(v, target)], lambda v: [sg.cross_entropy_fused(v, target)], n),
+        (
+            "linear",
+            lambda v: sg.linear(v[:n], [v[n : 2 * n], v[2 * n :]]),
+            lambda v: sg.linear_fused(v[:n], [v[n : 2 * n], v[2 * n :]]),
+            3 * n,
+        ),
+        (
+            "rmsnorm",
+            lambda v: sg.rmsnorm(v, 1e-5),
+            lambda v: sg.rmsnorm_fused(v, 1e-5),
+            n,
+        ),
+        (
+            "attention",
+            lambda v: sg.attention_head(*_split_head(v, n, t)),
+            lambda v: sg.attention_head_fused(*_split_head(v, n, t)),
+            n + 2 * n * t,
+        ),
+        (
+            "cross_entropy",
+            lambda v: [sg.cross_entropy(v, target)],
+            lambda v: [sg.cross_entropy_fused(v, target)],
+            n,
+        ),
         ("mean", lambda v: [sg.mean(v)], lambda v: [sg.mean_fused(v)], n),
     ]
     for name, plain, fused, size in blocks:
         data = _random_vector(rng, size)
-        weights = _random_vector(rng, n)  # a random weighting turns the outputs into one scalar
+        weights = _random_vector(
+            rng, n
+        )  # a random weighting turns the outputs into one scalar
         results = []
         for block in (plain, fused):
             xs = [Value(x) for x in data]
@@ -104,8 +117,8 @@ def test_each_fused_block_matches_its_plain_twin(seed, n, t):
 
 def _split_head(v, d, t):
     q = v[:d]
-    keys = [v[d + i * d:d + (i + 1) * d] for i in range(t)]
-    values = [v[d + (t + i) * d:d + (t + i + 1) * d] for i in range(t)]
+    keys = [v[d + i * d : d + (i + 1) * d] for i in range(t)]
+    values = [v[d + (t + i) * d : d + (t + i + 1) * d] for i in range(t)]
     return q, keys, values
 
 
@@ -113,30 +126,51 @@ def test_fused_blocks_pass_finite_differences():
     rng = random.Random(0)
     d, t = 4, 3
     x = _random_vector(rng, d + 2 * d * t)
-    check_gradients(lambda v: sum(o * (i + 1) for i, o in enumerate(sg.attention_head_fused(*_split_head(v, d, t)))), x)
-    check_gradients(lambda v: sum(o * (i - 2) for i, o in enumerate(sg.rmsnorm_fused(v, 1e-5))), x[:6])
+    check_gradients(
+        lambda v: sum(
+            o * (i + 1)
+            for i, o in enumerate(sg.attention_head_fused(*_split_head(v, d, t)))
+        ),
+        x,
+    )
+    check_gradients(
+        lambda v: sum(o * (i - 2) for i, o in enumerate(sg.rmsnorm_fused(v, 1e-5))), x[:6]
+    )
     check_gradients(lambda v: sg.cross_entropy_fused(v, 2), x[:5])
 
 
 def test_step_zero_loss_is_about_ln_vocab(config, tokenizer, names):
     model = sg.ScalarGPT.init(config, 42)
-    losses = [sg.document_loss(model, tokenizer.encode_document(doc)).data for doc in shuffled(names, 42)[:20]]
+    losses = [
+        sg.document_loss(model, tokenizer.encode_document(doc)).data
+        for doc in shuffled(names, 42)[:20]
+    ]
     # small random weights: nearly uniform predictions, so the loss is close to ln(27) = 3.30
-    assert sum(losses) / len(losses) == pytest.approx(math.log(config.vocab_size), abs=0.15)
+    assert sum(losses) / len(losses) == pytest.approx(
+        math.log(config.vocab_size), abs=0.15
+    )
     assert all(abs(loss - math.log(config.vocab_size)) < 0.6 for loss in losses)
 
 
-def test_a_short_run_lowers_the_loss_and_same_seed_gives_same_numbers(config, tokenizer, names):
+def test_a_short_run_lowers_the_loss_and_same_seed_gives_same_numbers(
+    config, tokenizer, names
+):
     recipe = TrainConfig(steps=80, seed=5)
     runs = []
     for _ in range(2):
         model = sg.ScalarGPT.init(config, recipe.seed)
         log = sg.train(model, names, tokenizer, recipe)
-        runs.append((log.losses, sg.sample(model, tokenizer, count=8, temperature=0.5, seed=1)))
+        runs.append(
+            (log.losses, sg.sample(model, tokenizer, count=8, temperature=0.5, seed=1))
+        )
     losses, samples = runs[0]
-    assert runs[1] == runs[0]  # checkpoint-free determinism: same seed, same losses, same names
+    assert (
+        runs[1] == runs[0]
+    )  # checkpoint-free determinism: same seed, same losses, same names
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
-    assert last < first - 0.3, f"mean loss {first:.3f} over the first 20 steps, {last:.3f} over the last 20"
+    assert last < first - 0.3, (
+        f"mean loss {first:.3f} over the first 20 steps, {last:.3f} over the last 20"
+    )
     assert len(samples) == 8 and all(set(s) <= set(tokenizer.chars) for s in samples)
     assert all(len(s) <= config.block_size for s in samples)
     assert sg.sample(model, tokenizer, count=8, temperature=0.5, seed=2) != samples
@@ -144,20 +178,16 @@ def test_a_short_run_lowers_the_loss_and_same_seed_gives_same_numbers(config, to
 
 def test_train_step_reports_every_phase(config, tokenizer):
     model = sg.ScalarGPT.init(config)
-    stats = sg.train_step(model, sg.Adam(model.parameters()), tokenizer.encode_document("anna"), 0.01, "fast")
-    assert all(getattr(stats, f"{phase}_s") > 0 for phase in sg.PHASES)
-    assert stats.total_s == pytest.approx(sum(getattr(stats, f"{p}_s") for p in sg.PHASES))
+    stats = sg.train_step(
+        model,
+        sg.Adam(model.parameters()),
+        tokenizer.encode_document("anna"),
+        0.01,
+        "fast",
+    )
+    assert all(getattr(stats, f"{phase}_s") > 0 for phase in PHASES)
+    assert stats.total_s == pytest.approx(sum(getattr(stats, f"{p}_s") for p in PHASES))
     assert gc.isenabled()  # the fast step paused the collector and switched it back on
-
-
-def test_gc_meter_counts_collections():
-    with sg.GCMeter() as meter:
-        gc.collect()
-    assert meter.collections[2] >= 1 and meter.seconds > 0
-    with sg.gc_paused(), sg.GCMeter() as meter:
-        junk = [[i] for i in range(5000)]
-    assert meter.total == 0 and junk
-    assert gc.isenabled()
 
 
 def test_bad_inputs_raise_clear_errors(config, tokenizer):
@@ -180,37 +210,38 @@ def test_bad_inputs_raise_clear_errors(config, tokenizer):
         sg.ScalarGPT.from_weights(config, wrong)
 
 
-def test_side_by_side_rows(names, tokenizer):
-    rows = sg.side_by_side(names[:50], tokenizer, 2, variants=(("plain", False), ("fast", True)))
-    assert [(r["impl"], r["gc"]) for r in rows] == [("plain", "enabled"), ("fast", "paused")]
-    for row in rows:
-        assert row["steps"] == 2 and len(row["losses"]) == 2 and row["max_loss_diff"] < TOL
-        assert row["ms_per_step"] > 0 and row["speedup"] > 0
-        assert {f"{p}_ms" for p in sg.PHASES} <= set(row)
-    assert rows[0]["nodes_per_step"] > rows[1]["nodes_per_step"]
-    assert rows[0]["speedup"] == 1.0
-
-
-def test_suite_is_registered():
-    assert bench.resolve_suite("scalar-gpt") is sg.suite_scalar_gpt
-
-
 def test_command_line_trains_and_samples(tmp_path, capsys):
     data = tmp_path / "words.txt"
     data.write_text("abba\nbaab\nab\nba\n")
-    log = sg.main(["--steps", "3", "--data", str(data), "--samples", "2", "--seed", "1", "--impl", "plain"])
+    log = sg.main(
+        [
+            "--steps",
+            "3",
+            "--data",
+            str(data),
+            "--samples",
+            "2",
+            "--seed",
+            "1",
+            "--impl",
+            "plain",
+        ]
+    )
     out = capsys.readouterr().out
     assert "4 documents | vocabulary 3 |" in out and "impl plain" in out
     assert "step    3 / 3 | loss" in out and "ms per step (plain)" in out
     assert "sample  2:" in out and len(log.losses) == 3
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--steps", "0"], "steps must be >= 1"),
-    (["--temperature", "0"], "--temperature must be > 0"),
-    (["--samples", "-1"], "--samples must be >= 0"),
-    (["--data", "/no/such/file.txt"], "no such data file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "steps must be >= 1"),
+        (["--temperature", "0"], "--temperature must be > 0"),
+        (["--samples", "-1"], "--samples must be >= 0"),
+        (["--data", "/no/such/file.txt"], "no such data file"),
+    ],
+)
 def test_command_line_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         sg.main(argv)

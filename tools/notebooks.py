@@ -1,6 +1,6 @@
 """Run the course's notebooks in place, and check that their stored outputs are honest.
 
-    python tools/notebooks.py execute [NOTEBOOK ...]   run top to bottom, save outputs + widget state
+    python tools/notebooks.py execute [NOTEBOOK ...]   run top to bottom, save outputs + widgets
     python tools/notebooks.py check   [NOTEBOOK ...]   fail if a notebook's outputs are stale
 
 ``execute`` runs every cell in a fresh kernel and then asks that kernel which ``microgpt_lib``
@@ -29,7 +29,8 @@ METADATA_KEY = "microgpt"
 # Printed by a last, unsaved cell: the library modules this kernel imported.
 PROBE = (
     "import sys as _sys, json as _json\n"
-    f"print(_json.dumps(sorted(m for m in _sys.modules if m == {PACKAGE!r} or m.startswith({PACKAGE + '.'!r}))))"
+    "print(_json.dumps(sorted(m for m in _sys.modules\n"
+    f"    if m == {PACKAGE!r} or m.startswith({PACKAGE + '.'!r}))))"
 )
 
 
@@ -45,7 +46,11 @@ def module_hash(name: str) -> str:
 
 
 def notebook_paths(args: list[str]) -> list[Path]:
-    paths = [Path(a).resolve() for a in args] if args else sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    paths = (
+        [Path(a).resolve() for a in args]
+        if args
+        else sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    )
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise SystemExit(f"no such notebook: {', '.join(missing)}")
@@ -61,23 +66,34 @@ def execute(path: Path, timeout: int = 1200) -> float:
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     start = time.perf_counter()
     with client.setup_kernel():
         info = client.wait_for_reply(client.kc.kernel_info())
         nb.metadata["language_info"] = info["content"]["language_info"]
         for index, cell in enumerate(nb.cells):
-            client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+            client.execute_cell(
+                cell, index, execution_count=client.code_cells_executed + 1
+            )
         probe = nbformat.v4.new_code_cell(PROBE)
-        nb.cells.append(probe)  # nbclient writes results back by index; removed again below
+        nb.cells.append(
+            probe
+        )  # nbclient writes results back by index; removed again below
         try:
             client.execute_cell(probe, len(nb.cells) - 1, store_history=False)
         finally:
             nb.cells.pop()
         client.set_widgets_metadata()
     seconds = time.perf_counter() - start
-    modules = json.loads("".join(o.get("text", "") for o in probe.outputs if o.get("name") == "stdout"))
+    modules = json.loads(
+        "".join(o.get("text", "") for o in probe.outputs if o.get("name") == "stdout")
+    )
     nb.metadata[METADATA_KEY] = {"modules": {m: module_hash(m) for m in modules}}
     tmp = path.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
@@ -95,10 +111,14 @@ def problems(path: Path) -> list[str]:
     for index, cell in enumerate(nb["cells"]):
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                found.append(f"cell {index} stores an error output ({output.get('ename')})")
+                found.append(
+                    f"cell {index} stores an error output ({output.get('ename')})"
+                )
     modules = nb.get("metadata", {}).get(METADATA_KEY, {}).get("modules")
     if not modules:
-        found.append(f"no record of the {PACKAGE} modules it ran against: run `make execute`")
+        found.append(
+            f"no record of the {PACKAGE} modules it ran against: run `make execute`"
+        )
         return found
     for name, stored in sorted(modules.items()):
         try:
@@ -112,9 +132,13 @@ def problems(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["execute", "check"])
-    parser.add_argument("notebooks", nargs="*", help="default: every notebooks/NN_*.ipynb")
+    parser.add_argument(
+        "notebooks", nargs="*", help="default: every notebooks/NN_*.ipynb"
+    )
     options = parser.parse_args(argv)
     paths = notebook_paths(options.notebooks)
     if options.command == "execute":
@@ -128,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.relative_to(ROOT)}: {problem}")
             failed += 1
     if failed:
-        print("re-run the notebooks named above with `make execute NB=...` (or `make execute` for all)")
+        print(
+            "re-run the notebooks named above with `make execute NB=...` "
+            "(or `make execute` for all)"
+        )
     return 1 if failed else 0
 
 

@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from microgpt_lib import bench
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from microgpt_lib import bench  # noqa: E402
 
 PAGE = ROOT / "book" / "results.md"
 HIDDEN = {"suite", "times_s", "repeats", "number"}
@@ -22,7 +22,8 @@ HIDDEN = {"suite", "times_s", "repeats", "number"}
 INTRO = """# Recorded results
 
 Every figure below was measured by `python -m microgpt_lib.bench SUITE --record` on the machine
-named, and is stored, with its full hardware record, in `benchmarks/results/<machine>--<suite>.json`.
+named, and is stored, with its full hardware record, in
+`benchmarks/results/<machine>--<suite>.json`.
 This page is generated from those files (`python tools/results_page.py`); nobody types a number
 into it. Times are seconds (median of the repeats, with the fastest and slowest), rates GFLOP/s.
 
@@ -40,9 +41,15 @@ def hardware_line(hw: dict) -> str:
     cpu = hw.get("cpu", {})
     caches = ", ".join(f"{k} {v // 1024} KiB" for k, v in cpu.get("caches", {}).items())
     blas = hw.get("blas", {})
-    parts = [f"{cpu.get('model')} ({cpu.get('logical_cores')} logical cores{'; ' + caches if caches else ''})",
-             hw.get("os", ""), f"Python {hw.get('python')}", f"numpy {blas.get('numpy')} with {blas.get('blas_name')}",
-             f"numba {hw.get('numba')}", f"torch {hw.get('torch')}"]
+    parts = [
+        f"{cpu.get('model')} ({cpu.get('logical_cores')} logical cores"
+        f"{'; ' + caches if caches else ''})",
+        hw.get("os", ""),
+        f"Python {hw.get('python')}",
+        f"numpy {blas.get('numpy')} with {blas.get('blas_name')}",
+        f"numba {hw.get('numba')}",
+        f"torch {hw.get('torch')}",
+    ]
     if hw.get("gpu"):
         parts.append(f"GPU: {hw['gpu']}")
     return "; ".join(p for p in parts if p)
@@ -51,26 +58,41 @@ def hardware_line(hw: dict) -> str:
 def table(rows: list[dict]) -> list[str]:
     columns: list[str] = []
     for row in rows:
-        columns += [c for c, v in row.items() if c not in columns and c not in HIDDEN and not isinstance(v, (list, dict))]
+        columns += [
+            c
+            for c, v in row.items()
+            if c not in columns and c not in HIDDEN and not isinstance(v, (list, dict))
+        ]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    lines += [
+        "| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows
+    ]
     return lines
 
 
 def ladder(result: dict) -> list[str]:
-    """One line per kernel of a matmul result: its float64 rate at the largest N it ran, all threads."""
+    """One line per kernel of a matmul result: float64, the largest N it ran, all threads."""
     best: dict[str, dict] = {}
-    for row in result["rows"]:
+    for row in bench.with_percent_of_peak(result["rows"], result["rows"]):
         if row.get("dtype") != "float64" or "gflops" not in row or "n" not in row:
             continue
         key = row["kernel"]
         old = best.get(key)
-        if old is None or (row["n"], row.get("threads") or 1) > (old["n"], old.get("threads") or 1):
+        if old is None or (row["n"], row.get("threads") or 1) > (
+            old["n"],
+            old.get("threads") or 1,
+        ):
             best[key] = row
-    lines = ["| kernel | family | N | threads | GFLOP/s | % of peak | vs BLAS |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| kernel | family | N | threads | GFLOP/s | % of peak | vs BLAS |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in sorted(best.values(), key=lambda r: r["gflops"]):
-        lines.append(f"| {row['kernel']} | {row['family']} | {row['n']} | {row.get('threads')} | {cell(row['gflops'])} "
-                     f"| {cell(row.get('pct_of_peak', ''))} | {cell(row.get('ratio_to_blas', ''))} |")
+        lines.append(
+            f"| {row['kernel']} | {row['family']} | {row['n']} | {row.get('threads')} "
+            f"| {cell(row['gflops'])} "
+            f"| {cell(row.get('percent_of_peak', ''))} | {cell(row.get('ratio_to_blas', ''))} |"
+        )
     return lines
 
 
@@ -82,8 +104,10 @@ def render() -> str:
     ladders = [r for r in results if r["suite"] == "matmul"]
     if ladders:
         lines.append("## The ladder\n")
-        lines.append("The course's matrix-product kernels, slowest to fastest: each at the largest size it "
-                     "was run at, in float64, on all the threads it uses (`matmul` suite).\n")
+        lines.append(
+            "The course's matrix-product kernels, slowest to fastest: each at the largest size it "
+            "was run at, in float64, on all the threads it uses (`matmul` suite).\n"
+        )
         for result in ladders:
             lines.append(f"### {result['machine']}\n")
             lines += ladder(result)
@@ -101,13 +125,19 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only check that the page is up to date")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only check that the page is up to date"
+    )
     options = parser.parse_args(argv)
     text = render()
     if options.check:
         if not PAGE.is_file() or PAGE.read_text() != text:
-            print(f"{PAGE.relative_to(ROOT)} is out of date: run `python tools/results_page.py`")
+            print(
+                f"{PAGE.relative_to(ROOT)} is out of date: run `python tools/results_page.py`"
+            )
             return 1
         return 0
     PAGE.write_text(text)
