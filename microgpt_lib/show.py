@@ -7,9 +7,9 @@ from typing import Any
 
 
 def source(obj: Any) -> str:
-    """The source text of a function, class, method or module."""
+    """The source text of a function, class, method or module (a numba function: its Python)."""
     try:
-        return inspect.getsource(obj)
+        return inspect.getsource(getattr(obj, "py_func", obj))
     except (TypeError, OSError) as error:
         raise TypeError(f"cannot show the source of {obj!r}: {error}") from None
 
