@@ -198,6 +198,22 @@ def check_dtype(dtype: str, allowed: Sequence[str] = FLOAT_DTYPES) -> str:
 # rows: one shape for every matmul measurement and every peak
 
 
+# the columns every matmul row has (matmul_row writes them; tests check them)
+MATMUL_COLUMNS = (
+    "kernel",
+    "family",
+    "n",
+    "dtype",
+    "threads",
+    "median_s",
+    "min_s",
+    "max_s",
+    "repeats",
+    "number",
+    "gflops",
+)
+
+
 def matmul_row(
     kernel: str,
     family: str,

@@ -237,20 +237,9 @@ def test_timing_from_samples():
 def test_matmul_row_has_the_one_schema():
     t = bench.Timing.from_times([2e-3, 1e-3, 3e-3])
     row = bench.matmul_row("numpy", "blas", 100, "float64", 2, t, layout="a @ b")
-    assert list(row) == [
-        "kernel",
-        "family",
-        "n",
-        "dtype",
-        "threads",
-        "layout",
-        "median_s",
-        "min_s",
-        "max_s",
-        "repeats",
-        "number",
-        "gflops",
-    ]
+    # the schema's columns in order, the extra field after the thread count
+    assert tuple(k for k in row if k != "layout") == bench.MATMUL_COLUMNS
+    assert list(row).index("layout") == bench.MATMUL_COLUMNS.index("threads") + 1
     assert row["gflops"] == pytest.approx(2 * 100**3 / 2e-3 / 1e9)
 
 

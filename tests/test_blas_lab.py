@@ -16,17 +16,7 @@ def test_matmul_rows():
     rows = blas_lab.matmul_rows([8, 16], ["float32"], repeats=2)
     assert [r["n"] for r in rows] == [8, 16]
     for row in rows:
-        assert {
-            "kernel",
-            "family",
-            "n",
-            "dtype",
-            "threads",
-            "median_s",
-            "min_s",
-            "max_s",
-            "gflops",
-        } <= set(row)
+        assert set(bench.MATMUL_COLUMNS) <= set(row)
         assert row["family"] == "blas" and row["dtype"] == "float32" and row["gflops"] > 0
     with pytest.raises(ValueError, match="float64, float32; got 'bfloat16'"):
         blas_lab.matmul_rows([8], ["bfloat16"])

@@ -78,19 +78,6 @@ def test_precision_errors_follow_the_mantissa_width():
         device_lab.precision_rows(torch.device("cpu"), [16], ["tf32"])
 
 
-MATMUL_KEYS = {
-    "kernel",
-    "family",
-    "n",
-    "dtype",
-    "threads",
-    "median_s",
-    "min_s",
-    "max_s",
-    "gflops",
-}
-
-
 @pytest.mark.slow
 def test_gpu_suite_rows(tmp_path, no_env, suite_options):
     rows = device_lab.suite_gpu(suite_options())
@@ -102,7 +89,7 @@ def test_gpu_suite_rows(tmp_path, no_env, suite_options):
     for row in rows:
         assert row["device"] == device.pick_device().type and row["device_name"]
         if row["kind"] in ("sync", "crossover", "precision"):
-            assert MATMUL_KEYS <= set(row), row
+            assert set(bench.MATMUL_COLUMNS) <= set(row), row
             assert row["gflops"] > 0 and row["min_s"] <= row["median_s"] <= row["max_s"]
     crossover = [r for r in rows if r["kind"] == "crossover"]
     assert {r["kernel"] for r in crossover} >= {

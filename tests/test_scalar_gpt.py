@@ -3,6 +3,8 @@
 import gc
 import math
 import random
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -246,3 +248,13 @@ def test_command_line_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         sg.main(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_command_line_piped_into_head_stops_quietly(tmp_path):
+    data = tmp_path / "words.txt"
+    data.write_text("abba\nbaab\nab\nba\n")
+    command = f"{sys.executable} -m microgpt_lib.scalar_gpt --steps 500 --data {data} | head -n 2"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert len(result.stdout.splitlines()) == 2 and result.stdout.startswith("4 documents")
+    assert "Traceback" not in result.stderr, result.stderr

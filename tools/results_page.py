@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from microgpt_lib import bench
+from microgpt_lib.kernels import KERNELS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,12 +85,14 @@ def ladder(result: dict) -> list[str]:
         ):
             best[key] = row
     lines = [
-        "| kernel | family | N | threads | GFLOP/s | % of peak | vs BLAS |",
+        "| kernel | what it is | N | threads | GFLOP/s | % of peak | vs BLAS |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in sorted(best.values(), key=lambda r: r["gflops"]):
+        known = KERNELS.get(row["kernel"])
         lines.append(
-            f"| {row['kernel']} | {row['family']} | {row['n']} | {row.get('threads')} "
+            f"| {row['kernel']} | {known.summary if known else row['family']} | {row['n']} "
+            f"| {row.get('threads')} "
             f"| {cell(row['gflops'])} "
             f"| {cell(row.get('percent_of_peak', ''))} | {cell(row.get('ratio_to_blas', ''))} |"
         )
