@@ -255,6 +255,10 @@ def test_command_line_piped_into_head_stops_quietly(tmp_path):
     data = tmp_path / "words.txt"
     data.write_text("abba\nbaab\nab\nba\n")
     command = f"{sys.executable} -m microgpt_lib.scalar_gpt --steps 500 --data {data} | head -n 2"
-    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
-    assert len(result.stdout.splitlines()) == 2 and result.stdout.startswith("4 documents")
+    result = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=120
+    )
+    assert len(result.stdout.splitlines()) == 2 and result.stdout.startswith(
+        "4 documents"
+    )
     assert "Traceback" not in result.stderr, result.stderr
