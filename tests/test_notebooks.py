@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tools import notebooks as notebook_tools
-from tools import results_page
+from tools import prose_numbers, results_page
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,3 +95,38 @@ def test_editing_the_suite_table_stales_no_notebook(tmp_path, monkeypatch):
     assert notebook_tools.module_hash("microgpt_lib.suites") == "0" * 64
     for path in NOTEBOOKS:
         assert not [p for p in notebook_tools.problems(path) if "suites" in p], path.name
+
+
+def test_the_prose_types_no_measured_number():
+    """Measured figures are glued from the cell that measured them, or printed by it."""
+    found = [line for path in NOTEBOOKS for line in prose_numbers.findings(path)]
+    assert not found, "\n".join(["typed into the prose (glue them instead):", *found])
+
+
+def test_the_prose_check_catches_a_typed_figure(tmp_path):
+    def markdown(text):
+        return {"cell_type": "markdown", "source": [text], "metadata": {}}
+
+    cells = [
+        markdown("The step takes 12.5 ms, 16.9x faster, at 80 GFLOP/s."),  # three typed
+        markdown("It is about ten times faster than before."),  # a spelled ratio
+        markdown(
+            "The step takes {glue:text}`step_ms:.1f` ms, `4x4` tiles, a 16 × 16 matrix."
+        ),
+        markdown(
+            "An H100 does 67 TFLOP/s in float32 {cite}`nvidia2022h100`."
+        ),  # published
+        markdown("```python\nx = 3  # 5 ms\n```\nand $2 \\times 10^9$ FLOP."),
+        markdown("BLAS reached 88% of the peak."),
+    ]
+    path = tmp_path / "99_made_up.ipynb"
+    path.write_text(json.dumps({"cells": cells, "metadata": {}}))
+    found = prose_numbers.findings(path)
+    assert [line.split(": ")[2].split(" in ")[0] for line in found] == [
+        "'12.5 ms'",
+        "'16.9x'",
+        "'80 GFLOP/s'",
+        "'ten times faster'",
+        "'88% of the peak'",
+    ]
+    assert all(line.startswith("99_made_up.ipynb: cell ") for line in found)
