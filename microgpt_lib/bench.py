@@ -8,6 +8,7 @@
     SuiteOptions                what a bench suite may be told (python -m microgpt_lib.bench)
     paused_gc(), GCMeter        keep the cyclic collector out of a block; count what it does
     traced_allocations(build)   bytes and blocks build() leaves allocated (tracemalloc)
+    peak_allocation(fn)         the most bytes one call of fn holds at once (tracemalloc)
     deep_getsizeof(obj)         sys.getsizeof of a container and everything in it
     make_result, save_results, load_results, recorded_results   result files, written atomically
 
@@ -480,6 +481,30 @@ def traced_allocations(build: Callable[[], Any]) -> Allocations:
         before.filter_traces(inside_build), "filename"
     )
     return Allocations(sum(d.size_diff for d in diff), sum(d.count_diff for d in diff))
+
+
+def peak_allocation(fn: Callable[[], Any], repeats: int = 3) -> int:
+    """The most memory (bytes) one call of fn holds at once beyond what existed before it:
+    tracemalloc's peak during the call minus its count at the start, max over repeats.
+
+    numpy reports its array buffers to tracemalloc, so a temporary array shows up here even
+    though it is freed before fn returns. fn runs once untraced first (warm-up). 0 means the
+    call allocated nothing that outlived a single small object.
+    """
+    if tracemalloc.is_tracing():
+        raise RuntimeError("tracemalloc is already tracing; stop it first")
+    fn()
+    tracemalloc.start()
+    try:
+        peaks = []
+        for _ in range(repeats):
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+            fn()
+            peaks.append(tracemalloc.get_traced_memory()[1] - start)
+    finally:
+        tracemalloc.stop()
+    return max(peaks)
 
 
 def bytes_per_instance(make: Callable[[], Any], count: int = 1000) -> float:

@@ -25,6 +25,7 @@ SUITES: dict[str, str] = {
     "matmul": "microgpt_lib.kernels_lab:suite_matmul",
     "blas": "microgpt_lib.blas_lab:suite_blas",
     "gpu": "microgpt_lib.device_lab:suite_gpu",
+    "optim": "microgpt_lib.optim_lab:suite_optim",
 }
 
 Suite = Callable[[bench.SuiteOptions], list[dict[str, Any]]]
