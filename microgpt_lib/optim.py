@@ -173,23 +173,25 @@ def sum_of_squares_loop(x):
     return total
 
 
-# Each loop compiled twice: on one thread for small buffers, where starting threads would cost
-# more than the whole update (microgpt's 4,192 numbers take microseconds), and on numba's
-# threads from PARALLEL_MIN elements on. Same arithmetic, same numbers.
+# Each loop is compiled twice: on one thread for small buffers, where starting threads would
+# cost more than the whole update (microgpt's 4,192 numbers take microseconds), and on numba's
+# threads from PARALLEL_MIN elements on. Same arithmetic, same numbers. error_model="numpy":
+# a division by zero gives inf instead of raising, so numba need not test every divisor, and
+# without that test the loop vectorizes (Adam's divisor is at least eps > 0 anyway).
 PARALLEL_MIN = 1 << 16
-adam_kernel = numba.njit(cache=True)(adam_loop)
-sgd_kernel = numba.njit(cache=True)(sgd_loop)
-adam_kernel_parallel = numba.njit(parallel=True)(
+EXACT = {"error_model": "numpy"}
+adam_kernel = numba.njit(cache=True, **EXACT)(adam_loop)
+sgd_kernel = numba.njit(cache=True, **EXACT)(sgd_loop)
+adam_kernel_parallel = numba.njit(parallel=True, **EXACT)(
     adam_loop
-)  # not cached: same source as above
-sgd_kernel_parallel = numba.njit(parallel=True)(sgd_loop)
+)  # uncached: same source
+sgd_kernel_parallel = numba.njit(parallel=True, **EXACT)(sgd_loop)
 # The check may add in any order (reassoc: SIMD partial sums), but must keep nan and inf
 # meaning what they mean, so no other fast-math flag: "nnan"/"ninf" would let the compiler
 # assume them away.
-sum_of_squares = numba.njit(fastmath={"reassoc"}, cache=True)(sum_of_squares_loop)
-sum_of_squares_parallel = numba.njit(fastmath={"reassoc"}, parallel=True)(
-    sum_of_squares_loop
-)
+CHECK = {"error_model": "numpy", "fastmath": {"reassoc"}}
+sum_of_squares = numba.njit(cache=True, **CHECK)(sum_of_squares_loop)
+sum_of_squares_parallel = numba.njit(parallel=True, **CHECK)(sum_of_squares_loop)
 
 
 # --------------------------------------------------------------------------------------------
