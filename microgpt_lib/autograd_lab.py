@@ -8,9 +8,14 @@ make_moons(n)            two interleaved half-circles, labels -1/+1: the 2-D toy
 MLP(n_in, sizes)         micrograd's multi-layer perceptron, on Values, a variant or plain floats
 hinge_loss(model, ...)   the SVM-style loss micrograd's demo trains with, plus accuracy
 draw_graph(root)         a computation graph drawn with matplotlib: data and grad on every node
+train_step(model, ...)   one step of gradient descent: forward, zero_grad, backward, update
+OPS, random_program(seed), run_program(program, inputs)   random expressions, run on Values
+                         or torch tensors alike (to check Value against torch.autograd)
 profile_step(...)        forward / topological sort / backward / free, timed phase by phase
 graph_bytes(...)         bytes a graph holds per node (tracemalloc), and what dropping it frees
 suite_autograd(options)  the `python -m microgpt_lib.bench autograd` suite
+check_sigmoid, check_backward_twice, check_dot   the exercises' checkers (reference_sigmoid and
+                         reference_dot are their solutions)
 """
 
 from __future__ import annotations
@@ -541,3 +546,286 @@ def suite_autograd(options: bench.SuiteOptions) -> list[dict[str, Any]]:
                 row.update(t["step"].as_row())  # median_s, min_s, max_s: the whole step
                 rows.append(row)
     return rows
+
+
+# --------------------------------------------------------------------------------------------
+# training: one step, the same for every experiment of the chapter
+
+
+def train_step(
+    model: MLP,
+    points: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    learning_rate: float,
+    *,
+    pause_gc: bool = True,
+) -> tuple[float, float]:
+    """One step of gradient descent on hinge_loss; returns (loss, accuracy) as plain numbers.
+
+    Build the loss (the forward pass builds the graph), zero the parameters' gradients (they
+    accumulate), backpropagate, step every parameter against its gradient, drop the graph.
+    pause_gc keeps Python's cyclic garbage collector out of the step (bench.paused_gc).
+    """
+    params = model.parameters()
+    with bench.paused_gc(pause_gc):
+        loss, accuracy = hinge_loss(model, points, labels)
+        autograd.zero_grad(params)
+        loss.backward()
+        for p in params:
+            p.data -= learning_rate * p.grad
+        value = loss.data
+        del loss  # the graph goes now, while the collector is still paused
+    return value, accuracy
+
+
+# --------------------------------------------------------------------------------------------
+# random expressions: a program is a list of steps (op, i, j, c) over registers that start as
+# the inputs; each step appends OPS[op](registers[i], registers[j], c). The same program runs
+# on Values and on torch tensors (the names are those of tests/strategies.py).
+
+OPS: dict[str, Callable[[Any, Any, float], Any]] = {
+    "add": lambda a, b, c: a + b,
+    "sub": lambda a, b, c: a - b,
+    "mul": lambda a, b, c: a * b,
+    "div": lambda a, b, c: a / b,
+    "add_c": lambda a, b, c: a + c,
+    "c_sub": lambda a, b, c: c - a,
+    "mul_c": lambda a, b, c: a * c,
+    "c_div": lambda a, b, c: c / a,
+    "pow": lambda a, b, c: a**c,
+    "neg": lambda a, b, c: -a,
+    "exp": lambda a, b, c: a.exp(),
+    "log": lambda a, b, c: a.log(),
+    "tanh": lambda a, b, c: a.tanh(),
+    "relu": lambda a, b, c: a.relu(),
+}
+EXPONENTS = (2, 3, -1, 0.5, 1.5)
+
+
+def _in_domain(op: str, a: float, b: float, c: float) -> bool:
+    """Keep a step well inside its domain and away from kinks and huge values."""
+    if op == "div":
+        return abs(b) >= 0.2
+    if op in ("c_div", "log"):
+        return (abs(a) if op == "c_div" else a) >= 0.2
+    if op == "pow":
+        return a >= 0.2 or (float(c).is_integer() and (c > 0 or abs(a) >= 0.2))
+    if op == "exp":
+        return a <= 3.0
+    if op == "relu":
+        return abs(a) >= 0.05
+    return True
+
+
+def random_program(
+    seed: int, n_inputs: int = 3, steps: int = 12
+) -> tuple[list[float], list[tuple[str, int, int, float]]]:
+    """(inputs, program): n_inputs numbers in [-2, 2] and `steps` random steps over every op,
+    each checked against its domain on the actual values (tanh where it falls outside)."""
+    rng = random.Random(seed)
+    xs = [rng.uniform(-2.0, 2.0) for _ in range(n_inputs)]
+    registers = [Value(x) for x in xs]
+    program = []
+    for _ in range(steps):
+        op = rng.choice(list(OPS))
+        i, j = rng.randrange(len(registers)), rng.randrange(len(registers))
+        c = (
+            rng.choice(EXPONENTS)
+            if op == "pow"
+            else rng.choice([-1, 1]) * rng.uniform(0.3, 2.5)
+        )
+        if not _in_domain(op, registers[i].data, registers[j].data, c):
+            op = "tanh"
+        out = OPS[op](registers[i], registers[j], c)
+        if abs(out.data) > 50:  # finite differences and float64 both like modest values
+            op, out = "tanh", registers[i].tanh()
+        program.append((op, i, j, c))
+        registers.append(out)
+    return xs, program
+
+
+def run_program(
+    program: Sequence[tuple[str, int, int, float]], inputs: Sequence[Any]
+) -> Any:
+    """Replay a program on Values or torch tensors; the output is the sum of every register."""
+    registers = list(inputs)
+    for op, i, j, c in program:
+        registers.append(OPS[op](registers[i], registers[j], c))
+    return sum(registers[1:], registers[0])
+
+
+def format_program(program: Sequence[tuple[str, int, int, float]], n_inputs: int) -> str:
+    """One line per step, as a person would write it: 'r3 = r0 * r1', 'r4 = tanh(r3)'."""
+    forms = {
+        "add": "{a} + {b}",
+        "sub": "{a} - {b}",
+        "mul": "{a} * {b}",
+        "div": "{a} / {b}",
+        "add_c": "{a} + {c}",
+        "c_sub": "{c} - {a}",
+        "mul_c": "{a} * {c}",
+        "c_div": "{c} / {a}",
+        "pow": "{a} ** {c}",
+        "neg": "-{a}",
+    }
+    lines = []
+    for step, (op, i, j, c) in enumerate(program):
+        form = forms.get(op, op + "({a})")
+        text = form.format(a=f"r{i}", b=f"r{j}", c=f"{c:.3g}")
+        text = text.replace("+ -", "- ").replace("- -", "+ ")
+        lines.append(f"r{n_inputs + step} = {text}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# exercises: a checker for each (it returns a message on success, raises AssertionError)
+
+
+def reference_sigmoid(x: Value) -> Value:
+    """sigmoid(x) = 1 / (1 + e^-x) as one node: its local gradient is s * (1 - s)."""
+    if x.data >= 0:
+        s = 1.0 / (1.0 + math.exp(-x.data))
+    else:  # e^-x would overflow for x < -709; e^x cannot
+        e = math.exp(x.data)
+        s = e / (1.0 + e)
+    return Value(s, (x,), (s * (1.0 - s),))
+
+
+def check_sigmoid(sigmoid_fn: Callable[[Value], Value]) -> str:
+    """Check my_sigmoid(x): one fused Value node, the right value, the right local gradient."""
+    for x in (-3.0, -0.5, 0.0, 0.7, 4.0, 30.0, -1000.0):
+        v = Value(x)
+        try:
+            out = sigmoid_fn(v)
+        except OverflowError as error:
+            raise AssertionError(
+                f"my_sigmoid(Value({x})) raised OverflowError ({error}): math.exp(-x) "
+                "overflows for x below about -709; for negative x use e^x / (1 + e^x)"
+            ) from None
+        assert isinstance(out, Value), f"return a Value, got {type(out).__name__}"
+        expected = 0.5 * (
+            1.0 + math.tanh(x / 2)
+        )  # the same function, written another way
+        assert abs(out.data - expected) <= 1e-12, (
+            f"sigmoid({x}) is {expected!r}, got {out.data!r}"
+        )
+        nodes = len(topological_order(out))
+        assert out._children == (v,) and len(out._local_grads) == 1, (
+            f"sigmoid should be one node whose only child is x; yours has children "
+            f"{out._children!r:.80} and its graph has {nodes} nodes: compute s and its "
+            "local gradient directly, in one Value(...)"
+        )
+        slope = expected * (1.0 - expected)
+        assert abs(out._local_grads[0] - slope) <= 1e-12, (
+            f"at x = {x} the local gradient d sigmoid/dx is s (1 - s) = {slope!r}; "
+            f"your node stores {out._local_grads[0]!r}"
+        )
+    ((backprop, numeric),) = autograd.check_gradients(lambda vs: sigmoid_fn(vs[0]), [0.3])
+    return (
+        "my_sigmoid is right: one node, s = 1 / (1 + e^-x), local gradient s (1 - s) "
+        f"(at 0.3: backward() {backprop:.6f}, finite differences {numeric:.6f})"
+    )
+
+
+def _neuron(number: Callable[[float], Any] = Value) -> tuple[Any, dict[str, Any]]:
+    """The chapter's neuron, o = tanh(x1 w1 + x2 w2 + b), with x2 = 0.5 so that every leaf
+    has a gradient; returns o and {name: node} for its leaves and its inner node n."""
+    x1, w1, x2, w2, b = (number(v) for v in (2.0, -3.0, 0.5, 1.0, 6.8813735870195432))
+    n = x1 * w1 + x2 * w2 + b
+    return n.tanh(), {"x1": x1, "w1": w1, "x2": x2, "w2": w2, "b": b, "n": n}
+
+
+ENGINES = {"value": Value, "micrograd": ClosureValue}
+
+
+def backward_twice_factors(calls: int = 2, engine: str = "value") -> tuple[float, float]:
+    """(w1's, n's) gradient after `calls` backward() calls without zero_grad, over after one.
+
+    engine "value" is autograd.Value, "micrograd" its closure-based original (ClosureValue).
+    """
+    if calls < 1:
+        raise ValueError(f"calls must be at least 1, got {calls}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    o, nodes = _neuron(ENGINES[engine])
+    o.backward()
+    once = nodes["w1"].grad, nodes["n"].grad
+    for _ in range(calls - 1):
+        o.backward()
+    return nodes["w1"].grad / once[0], nodes["n"].grad / once[1]
+
+
+def check_backward_twice(
+    leaf_factor: float, inner_factor: float, calls: int = 2, engine: str = "value"
+) -> str:
+    """Check a prediction: after `calls` backward() calls on the neuron without zero_grad, by
+    what factor has a leaf's gradient (w1) grown over one call, and an inner node's (n)?
+
+    engine "value" (the chapter's) or "micrograd" (which resets no node between calls)."""
+    leaf, inner = backward_twice_factors(calls, engine)
+    why_leaf, why_inner = {
+        "value": (
+            "a leaf's gradient accumulates (+=) across calls until zero_grad",
+            "backpropagate resets every inner node before each pass (it would otherwise "
+            "push a stale gradient on), so an inner node holds the latest pass",
+        ),
+        "micrograd": (
+            "micrograd resets no node: each inner node adds the new pass to its old "
+            "gradient and pushes the sum on, so the excess compounds level by level",
+            "micrograd resets only the output, so n adds each pass to what it had",
+        ),
+    }[engine]
+    assert abs(leaf_factor - leaf) < 1e-9, (
+        f"with {engine}, after {calls} backward() calls w1.grad is {leaf:g}x its value "
+        f"after one, not {leaf_factor:g}x: {why_leaf}"
+    )
+    assert abs(inner_factor - inner) < 1e-9, (
+        f"with {engine}, after {calls} backward() calls n.grad is {inner:g}x its value "
+        f"after one, not {inner_factor:g}x: {why_inner}"
+    )
+    return (
+        f"right: with {engine}, after {calls} calls w1.grad is {leaf:g}x and n.grad "
+        f"{inner:g}x what one call gives; zero_grad before each backward() keeps a step honest"
+    )
+
+
+def reference_dot(ws: Sequence[Value], xs: Sequence[Value]) -> Value:
+    """sum(w * x) as one node: its children are ws and xs, d/dw_i = x_i and d/dx_i = w_i."""
+    if len(ws) != len(xs):
+        raise ValueError(f"dot needs as many weights as inputs: {len(ws)} and {len(xs)}")
+    data = sum(w.data * x.data for w, x in zip(ws, xs))
+    return Value(data, (*ws, *xs), (*(x.data for x in xs), *(w.data for w in ws)))
+
+
+def check_dot(dot_fn: Callable[[Sequence[Value], Sequence[Value]], Value]) -> str:
+    """Check my_dot(ws, xs): one fused Value node for sum(w * x) with the right gradients."""
+    rng = random.Random(0)
+    ws = [Value(rng.uniform(-1, 1)) for _ in range(6)]
+    xs = [Value(rng.uniform(-1, 1)) for _ in range(6)]
+    out = dot_fn(ws, xs)
+    assert isinstance(out, Value), f"return a Value, got {type(out).__name__}"
+    expected = math.fsum(w.data * x.data for w, x in zip(ws, xs))
+    assert abs(out.data - expected) <= 1e-12, (
+        f"the dot product is {expected!r}, got {out.data!r}"
+    )
+    nodes = len(topological_order(out))
+    assert nodes == len(ws) + len(xs) + 1, (
+        f"the graph of a fused dot of 6 weights and 6 inputs is those 12 leaves and one node; "
+        f"yours has {nodes} nodes: make one Value whose children are ws and xs"
+    )
+    out.backward()
+    for name, vs, others in (("w", ws, xs), ("x", xs, ws)):
+        for i, (v, other) in enumerate(zip(vs, others)):
+            assert abs(v.grad - other.data) <= 1e-12, (
+                f"d dot / d {name}{i} is the matching {'x' if name == 'w' else 'w'}{i} = "
+                f"{other.data!r}; backward() gave {v.grad!r}: check the local gradients' order"
+            )
+    a = Value(1.5)  # the same Value on both sides: x . x, whose gradient is 2x
+    square = dot_fn([a], [a])
+    square.backward()
+    assert abs(a.grad - 3.0) <= 1e-12, (
+        f"dot([a], [a]) = a^2 has gradient 2a = 3.0 at a = 1.5; backward() gave {a.grad!r}"
+    )
+    return (
+        "my_dot is right: one node for the whole sum, and the gradients of every w and x"
+    )

@@ -395,6 +395,11 @@ def measure_peak(
     Returns {"gflops", "per_core_gflops", "threads", "dtype", "source": "measured", ...}.
     The figure is the best rate a compiled loop of independent FMAs reached (max over repeats:
     for a peak, the fastest sample is the one least disturbed by the rest of the machine).
+
+    It is the peak of code numba generates, the yardstick of every kernel the course writes.
+    On Intel CPUs with AVX-512, LLVM prefers 256-bit vectors, so a library written by hand for
+    the full width (the BLAS behind numpy) can pass it; bench_lab.full_width_peak measures the
+    loop compiled for the full width.
     """
     bench.check_dtype(dtype)
     threads = threads or numba.config.NUMBA_NUM_THREADS

@@ -1,11 +1,14 @@
-"""microgpt_lib.autograd_lab: the variants Value is measured against, the toy problem, the suite."""
+"""microgpt_lib.autograd_lab: the variants Value is measured against, the toy problem, the suite,
+one training step, random expressions checked against torch, and the exercises' checkers."""
 
 from __future__ import annotations
 
 import gc
+import math
 import sys
 
 import pytest
+import strategies
 from strategies import graph_frees_itself, weakly_held_value
 
 from microgpt_lib import autograd_lab, bench
@@ -130,3 +133,128 @@ def test_suite_rows_are_complete_and_consistent(suite_options):
         > 0.9 * by_kernel["closure"]["graph_mb"]
     )
     assert by_kernel["value"]["left_after_drop_mb"] < 0.5 * by_kernel["value"]["graph_mb"]
+
+
+# --------------------------------------------------------------------------------------------
+# one training step
+
+
+def test_train_step_is_the_loop_written_out():
+    points, labels = make_moons(12, seed=2)
+    by_hand, helper = MLP(2, [4, 1], seed=5), MLP(2, [4, 1], seed=5)
+    for step in range(3):
+        loss, accuracy = hinge_loss(by_hand, points, labels)
+        zero_grad(by_hand.parameters())
+        loss.backward()
+        for p in by_hand.parameters():
+            p.data -= 0.3 * p.grad
+        assert autograd_lab.train_step(helper, points, labels, 0.3) == (
+            loss.data,
+            accuracy,
+        )
+    assert [p.data for p in helper.parameters()] == [p.data for p in by_hand.parameters()]
+
+
+def test_train_step_restores_the_collector():
+    points, labels = make_moons(4, seed=0)
+    assert gc.isenabled()
+    autograd_lab.train_step(MLP(2, [2, 1]), points, labels, 0.1)
+    assert gc.isenabled()
+
+
+# --------------------------------------------------------------------------------------------
+# random expressions: the vocabulary of tests/strategies.py, on Values and on torch
+
+
+def test_random_programs_are_deterministic_and_use_every_op():
+    assert autograd_lab.random_program(3) == autograd_lab.random_program(3)
+    used = {op for seed in range(40) for op, *_ in autograd_lab.random_program(seed)[1]}
+    assert used == set(autograd_lab.OPS)
+
+
+def test_the_lab_vocabulary_is_the_strategies_vocabulary():
+    for seed in range(30):
+        xs, program = autograd_lab.random_program(seed)
+        ours = autograd_lab.run_program(program, [Value(x) for x in xs])
+        theirs = strategies.run(program, [Value(x) for x in xs])
+        assert ours.data == theirs.data, (seed, program)
+
+
+def test_random_programs_match_torch_autograd():
+    torch = pytest.importorskip("torch")
+    for seed in range(40):
+        xs, program = autograd_lab.random_program(seed)
+        values = [Value(x) for x in xs]
+        autograd_lab.run_program(program, values).backward()
+        tensors = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in xs]
+        autograd_lab.run_program(program, tensors).backward()
+        for v, t in zip(values, tensors):
+            expected = t.grad.item() if t.grad is not None else 0.0
+            assert strategies.close(v.grad, expected, rtol=1e-9, atol=1e-12), seed
+
+
+def test_format_program_writes_one_line_per_step():
+    text = autograd_lab.format_program([("mul", 0, 1, 0.0), ("add_c", 2, 0, -0.5)], 2)
+    assert text == "r2 = r0 * r1\nr3 = r2 - 0.5"
+
+
+# --------------------------------------------------------------------------------------------
+# the exercises' checkers: the reference passes, plausible mistakes fail
+
+
+def _node(s, x, local):
+    return Value(s, (x,), (local,))
+
+
+def test_sigmoid_checker():
+    assert "right" in autograd_lab.check_sigmoid(autograd_lab.reference_sigmoid)
+    with pytest.raises(AssertionError, match="one node"):  # composed of four nodes
+        autograd_lab.check_sigmoid(lambda x: 1 / (1 + (-x).exp()))
+    with pytest.raises(AssertionError, match="s \\(1 - s\\)"):  # the slope of e^x
+        autograd_lab.check_sigmoid(
+            lambda x: _node(autograd_lab.reference_sigmoid(x).data, x, math.exp(x.data))
+        )
+    with pytest.raises(AssertionError, match="OverflowError"):  # the naive formula
+        autograd_lab.check_sigmoid(
+            lambda x: (lambda s: _node(s, x, s * (1 - s)))(1 / (1 + math.exp(-x.data)))
+        )
+
+
+def test_backward_twice_checker():
+    assert autograd_lab.backward_twice_factors(3) == (3.0, 1.0)
+    assert "right" in autograd_lab.check_backward_twice(2, 1)
+    assert "right" in autograd_lab.check_backward_twice(3, 1, calls=3)
+    with pytest.raises(AssertionError, match="accumulates"):
+        autograd_lab.check_backward_twice(1, 1)
+    with pytest.raises(AssertionError, match="resets every inner node"):
+        autograd_lab.check_backward_twice(2, 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        autograd_lab.check_backward_twice(1, 1, calls=0)
+
+
+def test_backward_twice_checker_on_micrograd():
+    # micrograd resets no inner node: o <- n <- (x1*w1 + x2*w2) <- x1*w1 <- w1 compounds
+    assert autograd_lab.backward_twice_factors(2, "micrograd") == (5.0, 2.0)
+    assert "right" in autograd_lab.check_backward_twice(5, 2, engine="micrograd")
+    with pytest.raises(AssertionError, match="compounds"):
+        autograd_lab.check_backward_twice(2, 2, engine="micrograd")
+    with pytest.raises(AssertionError, match="resets only the output"):
+        autograd_lab.check_backward_twice(5, 1, engine="micrograd")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        autograd_lab.check_backward_twice(2, 1, engine="torch")
+
+
+def test_dot_checker():
+    assert "right" in autograd_lab.check_dot(autograd_lab.reference_dot)
+    with pytest.raises(AssertionError, match="one Value whose children"):
+        autograd_lab.check_dot(lambda ws, xs: sum((w * x for w, x in zip(ws, xs)), 0.0))
+    with pytest.raises(AssertionError, match="local gradients' order"):
+        autograd_lab.check_dot(
+            lambda ws, xs: Value(
+                sum(w.data * x.data for w, x in zip(ws, xs)),
+                (*ws, *xs),
+                (*(w.data for w in ws), *(x.data for x in xs)),
+            )
+        )
+    with pytest.raises(ValueError, match="as many weights"):
+        autograd_lab.reference_dot([Value(1.0)], [])
