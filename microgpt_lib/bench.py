@@ -459,15 +459,18 @@ def traced_allocations(build: Callable[[], Any]) -> Allocations:
         raise RuntimeError(
             "tracemalloc is already tracing; stop it first (traced_allocations starts its own)"
         )
+
     tracemalloc.start(_TRACE_DEPTH)
     try:
-        # empty the free lists: hold on to more objects of each kind than they can keep
-        drain = (
-            [i + 0.5 for i in range(256)],
-            [[] for _ in range(256)],
-            [{} for _ in range(256)],
-        )
-        with paused_gc():  # a collection in mid-build could run finalizers that allocate
+        # the collector stays off from the drain to the last snapshot: a collection could
+        # refill a free list, or run finalizers that allocate
+        with paused_gc():
+            # empty the free lists: hold on to more objects of each kind than they can keep
+            drain = (
+                [i + 0.5 for i in range(256)],
+                [[] for _ in range(256)],
+                [{} for _ in range(256)],
+            )
             before = tracemalloc.take_snapshot()
             result = _call(build)
             after = tracemalloc.take_snapshot()

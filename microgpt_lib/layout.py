@@ -4,7 +4,7 @@
     StridedView                    rows, columns and transposes of a flat buffer, without copying
     padded(a, pad)                 the same matrix with its rows further apart (breaks 2^k strides)
     matvec_nested / matvec_flat    y = A x in pure Python: nested lists, a flat row-major buffer
-    matvec_numba                   the very same flat loop, compiled by numba
+    matvec_numba                   the very same flat loop, compiled by numba (fastmath or not)
     scale(a, order=...)            one traversal of a 2-D array, row by row or column by column
     container(kind, values)        a layer's weights in a dict, dataclass, __slots__ or namedtuple
 
@@ -33,21 +33,19 @@ STORAGES = ("nested lists", "flat list", "array.array", "numpy")
 
 def to_storage(a: np.ndarray, storage: str) -> Any:
     """A float64 matrix as one of STORAGES (a copy, always in row-major order)."""
-    a = np.ascontiguousarray(
-        _as_float64(a, "a", ndim=2)
-    )  # C order: row 0, then row 1, ...
+    a = np.ascontiguousarray(_as_float64(a, "a", ndim=2))  # C order: row 0, row 1, ...
     if storage == "nested lists":
-        return (
-            a.tolist()
-        )  # a list of rows, each a list of pointers to Python float objects
+        # a list of rows, each a list of pointers to Python float objects
+        return a.tolist()
     if storage == "flat list":
-        return a.ravel().tolist()  # one list of pointers, row after row
+        # one list of pointers, row after row
+        return a.ravel().tolist()
     if storage == "array.array":
-        return array.array("d", a.tobytes())  # the raw 8-byte doubles, row after row
+        # the raw 8-byte doubles, row after row
+        return array.array("d", a.tobytes())
     if storage == "numpy":
-        return (
-            a.copy()
-        )  # raw doubles too, plus a shape and strides that say how to read them
+        # raw doubles too, plus a shape and strides that say how to read them
+        return a.copy()
     raise ValueError(f"storage must be one of {', '.join(STORAGES)}; got {storage!r}")
 
 
@@ -260,9 +258,11 @@ def matvec_flat_loop(a: Any, rows: int, cols: int, x: Any, y: Any) -> None:
         y[i] = total
 
 
-matvec_flat_compiled = numba.njit(
-    matvec_flat_loop
-)  # the same source, compiled to machine code
+# the same source, compiled to machine code twice: as written (each `total +=` waits for the
+# one before: the additions happen in the order the loop says), and with fastmath, which lets
+# the compiler reorder the sum into several partial sums and use vector instructions
+matvec_flat_compiled = numba.njit(matvec_flat_loop)
+matvec_flat_fastmath = numba.njit(fastmath=True)(matvec_flat_loop)
 
 
 def matvec_nested(a: list[list[float]], x: Sequence[float]) -> list[float]:
@@ -290,16 +290,18 @@ def matvec_flat(
     return y
 
 
-def matvec_numba(a: Any, rows: int, cols: int, x: Any) -> np.ndarray:
+def matvec_numba(
+    a: Any, rows: int, cols: int, x: Any, fastmath: bool = False
+) -> np.ndarray:
     """y = A x by matvec_flat_loop compiled with numba; a is a flat float64 buffer.
 
     a and x may be numpy arrays or anything with a float64 buffer (array('d') is used in
-    place, without a copy).
+    place, without a copy). fastmath=True runs the build that may reorder the sum.
     """
     a, x = _as_float64(a, "a", ndim=1), _as_float64(x, "x", ndim=1)
     _check_flat(len(a), rows, cols, len(x))
     y = np.empty(rows)
-    matvec_flat_compiled(a, rows, cols, x, y)
+    (matvec_flat_fastmath if fastmath else matvec_flat_compiled)(a, rows, cols, x, y)
     return y
 
 
@@ -376,9 +378,8 @@ def scale(
 
 LAYER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(LayerParams))
 
-LayerTuple = namedtuple(
-    "LayerTuple", LAYER_FIELDS
-)  # a tuple whose positions also have names
+# a tuple whose positions also have names
+LayerTuple = namedtuple("LayerTuple", LAYER_FIELDS)
 
 
 class LayerSlots:
@@ -406,9 +407,8 @@ def container(kind: str, values: Sequence[Any]) -> Any:
             f"expected {len(LAYER_FIELDS)} values ({', '.join(LAYER_FIELDS)}), got {len(values)}"
         )
     if kind == "dict[str]":
-        return dict(
-            zip(LAYER_FIELDS, values)
-        )  # microgpt's way: state_dict["layer0.attn_wq"]
+        # microgpt's way: state_dict["layer0.attn_wq"]
+        return dict(zip(LAYER_FIELDS, values))
     if kind == "dataclass":
         return LayerParams(*values)  # the course's way (microgpt_lib.config)
     if kind == "__slots__":

@@ -28,6 +28,7 @@ def matvec_every_storage(a, x):
             s["array.array"], rows, cols, array.array("d", x)
         ),
         "numba": layout.matvec_numba(a.ravel(), rows, cols, x),
+        "numba fastmath": layout.matvec_numba(a.ravel(), rows, cols, x, fastmath=True),
         "numba on array.array": layout.matvec_numba(
             s["array.array"], rows, cols, array.array("d", x)
         ),
@@ -60,6 +61,12 @@ def test_matvec_property_every_shape(rows, cols, seed):
 
 def test_numba_kernel_is_the_python_loop_compiled():
     assert layout.matvec_flat_compiled.py_func is layout.matvec_flat_loop
+
+
+def test_fastmath_kernel_is_the_same_loop_compiled_with_licence_to_reorder():
+    assert layout.matvec_flat_fastmath.py_func is layout.matvec_flat_loop
+    assert layout.matvec_flat_fastmath.targetoptions.get("fastmath")
+    assert not layout.matvec_flat_compiled.targetoptions.get("fastmath")
 
 
 def test_matvec_nested_rejects_ragged_rows_and_wrong_x():
