@@ -4,15 +4,15 @@
     TrainConfig     steps, Adam's lr / beta1 / beta2 / eps, seed: microgpt's recipe by default
     GPTParams[M]    the weight matrices by name, generic over what a matrix is
     LayerParams[M]  one transformer layer's six matrices
-    param_shapes(config), init_weights(config, seed)
+    param_shapes(config), init_weights(config, seed or generator)
 
 The defaults are Karpathy's microgpt: one layer, 16-wide embeddings, 4 heads, a context of
 16 characters, weights drawn from N(0, 0.08), Adam (0.01, 0.85, 0.99, 1e-8), 1,000 steps.
 
 The container does not care what a "matrix" is: chapter 02 fills it with lists of lists of
-scalar ``Value``s, chapter 09 with numpy arrays. ``named_parameters()`` fixes one iteration
-order (microgpt's: wte, wpe, lm_head, then each layer's attn_wq, attn_wk, attn_wv, attn_wo,
-mlp_fc1, mlp_fc2), so flattening, initialising, saving and comparing all agree on it.
+scalar ``Value``s, a later chapter with numpy arrays. ``named_parameters()`` fixes one
+iteration order (microgpt's: wte, wpe, lm_head, then each layer's attn_wq, attn_wk, attn_wv,
+attn_wo, mlp_fc1, mlp_fc2), so flattening, initialising, saving and comparing all agree on it.
 Every matrix is stored (rows, columns) = (outputs, inputs), as ``y = W x`` reads.
 """
 
@@ -194,13 +194,18 @@ def param_shapes(config: GPTConfig) -> GPTParams[tuple[int, int]]:
     )
 
 
-def init_weights(config: GPTConfig, seed: int = 42) -> GPTParams[list[list[float]]]:
+def init_weights(
+    config: GPTConfig, seed: int | random.Random = 42
+) -> GPTParams[list[list[float]]]:
     """Initial weights as plain floats, ~ N(0, init_std), drawn matrix by matrix, row by row.
 
-    Drawn from ``random.Random(seed)`` in ``named_parameters()`` order, so every chapter,
-    whatever its matrix type, starts from exactly the same numbers for the same seed.
+    One ``gauss`` draw per weight, in ``named_parameters()`` order (wte, wpe, lm_head, then each
+    layer's six matrices): microgpt's order, so every chapter, whatever its matrix type, starts
+    from exactly the same numbers. ``seed`` is an int (a fresh ``random.Random(seed)``) or a
+    generator to draw from: microgpt draws its weights right after shuffling the documents,
+    from the same stream (``scalar_gpt.start_run`` does both).
     """
-    rng = random.Random(seed)
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     std = config.init_std
     return param_shapes(config).map(
         lambda shape: [

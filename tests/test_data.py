@@ -1,5 +1,6 @@
 """The names dataset, the document loader and the tokenizer, bad inputs included."""
 
+import random
 import string
 
 import pytest
@@ -38,6 +39,16 @@ def test_shuffle_and_split_are_seeded(names):
     assert data.shuffled(["a", "b", "c"], seed=0) == data.shuffled(
         ["a", "b", "c"], seed=0
     )
+
+
+def test_shuffle_can_draw_from_a_generator_and_leave_it_running(names):
+    rng = random.Random(42)
+    assert data.shuffled(names, rng) == data.shuffled(names, 42)
+    reference = random.Random(42)
+    reference.shuffle(list(names))
+    assert rng.getstate() == reference.getstate()  # left where a run goes on drawing
+    docs = ["c", "a", "b"]
+    assert data.shuffled(docs, 1) is not docs and docs == ["c", "a", "b"]  # a copy
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5, 2])

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from microgpt_lib import scalar_gpt as sg
 from microgpt_lib.autograd import Value, check_gradients
-from microgpt_lib.config import GPTConfig, TrainConfig, init_weights
+from microgpt_lib.config import GPTConfig, GPTParams, TrainConfig, init_weights
 from microgpt_lib.data import CharTokenizer, shuffled
 from microgpt_lib.scalar_gpt_lab import PHASES
 
@@ -160,8 +160,8 @@ def test_a_short_run_lowers_the_loss_and_same_seed_gives_same_numbers(
     recipe = TrainConfig(steps=80, seed=5)
     runs = []
     for _ in range(2):
-        model = sg.ScalarGPT.init(config, recipe.seed)
-        log = sg.train(model, names, tokenizer, recipe)
+        model, order, _ = sg.start_run(names, config, recipe.seed)
+        log = sg.train(model, order, tokenizer, recipe)
         runs.append(
             (log.losses, sg.sample(model, tokenizer, count=8, temperature=0.5, seed=1))
         )
@@ -176,6 +176,71 @@ def test_a_short_run_lowers_the_loss_and_same_seed_gives_same_numbers(
     assert len(samples) == 8 and all(set(s) <= set(tokenizer.chars) for s in samples)
     assert all(len(s) <= config.block_size for s in samples)
     assert sg.sample(model, tokenizer, count=8, temperature=0.5, seed=2) != samples
+
+
+def test_start_run_draws_from_one_stream_shuffle_first(config, names):
+    model, order, rng = sg.start_run(names, config, 42)
+    stream = random.Random(42)
+    assert order == shuffled(names, stream)  # the shuffle takes the first draws...
+    assert model.weights() == init_weights(config, stream)  # ...then every weight
+    assert rng.getstate() == stream.getstate()  # and sampling goes on from there
+    assert model.weights() != init_weights(config, 42)  # not a fresh stream's weights
+
+
+def test_command_line_follows_microgpts_random_order(tmp_path, capsys):
+    docs = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia"]
+    data = tmp_path / "names.txt"
+    data.write_text("\n".join(docs) + "\n")
+    argv = ["--data", str(data), "--steps", "5", "--seed", "42", "--samples", "4"]
+    for impl in ("plain", "fast"):
+        log = sg.main([*argv, "--impl", impl])
+        out = capsys.readouterr().out.splitlines()
+        printed = [line.split("loss ")[1].split()[0] for line in out if "| loss" in line]
+        samples = [line.split(": ", 1)[1] for line in out if line.startswith("sample")]
+
+        # microgpt.py's start, by hand: random.seed(42), random.shuffle(docs), then one
+        # random.gauss(0, 0.08) per weight: wte, wpe, lm_head, attn_wq/wk/wv/wo, mlp_fc1/fc2
+        rng = random.Random(42)
+        order = list(docs)
+        rng.shuffle(order)
+        chars = sorted(set("".join(docs)))
+        bos, vocab = len(chars), len(chars) + 1
+        shapes = [(vocab, 16), (16, 16), (vocab, 16), *[(16, 16)] * 4, (64, 16), (16, 64)]
+        matrices = [
+            [[rng.gauss(0, 0.08) for _ in range(cols)] for _ in range(rows)]
+            for rows, cols in shapes
+        ]
+        model = sg.ScalarGPT.from_weights(
+            GPTConfig(vocab_size=vocab), GPTParams.from_matrices(matrices)
+        )
+        recipe = TrainConfig(steps=5)
+        opt = sg.Adam(model.parameters(), recipe)
+        expected = []
+        for step in range(recipe.steps):
+            doc = order[step % len(order)]
+            loss = sg.document_loss(
+                model, [bos, *[chars.index(c) for c in doc], bos], impl
+            )
+            loss.backward()
+            opt.step(recipe.lr_at(step))
+            expected.append(loss.data)
+        assert printed == [f"{x:.4f}" for x in expected], impl
+        assert log.losses == pytest.approx(expected, abs=TOL), impl
+        tokenizer = CharTokenizer("".join(chars))
+        assert samples == sg.sample(model, tokenizer, 4, 0.5, rng), impl  # same stream
+
+
+def test_sampling_continues_a_generator_or_starts_one_from_a_seed(config, tokenizer):
+    model = sg.ScalarGPT.init(config, 3)
+    assert sg.sample(model, tokenizer, 5, seed=9) == sg.sample(
+        model, tokenizer, 5, seed=random.Random(9)
+    )
+    rng = random.Random(9)
+    first, second = (
+        sg.sample(model, tokenizer, 5, seed=rng),
+        sg.sample(model, tokenizer, 5, seed=rng),
+    )
+    assert first + second == sg.sample(model, tokenizer, 10, seed=9)
 
 
 def test_train_step_reports_every_phase(config, tokenizer):
@@ -205,6 +270,8 @@ def test_bad_inputs_raise_clear_errors(config, tokenizer):
     small = CharTokenizer.from_documents(["abc"])
     with pytest.raises(ValueError, match="the tokenizer has 4 tokens, the model 27"):
         sg.sample(model, small)
+    with pytest.raises(ValueError, match="count must be an int >= 0"):
+        sg.sample(model, tokenizer, count=-1)
     with pytest.raises(ValueError, match="the tokenizer has 4 tokens"):
         sg.train(model, ["abc"], small, TrainConfig(steps=1))
     wrong = init_weights(GPTConfig(vocab_size=27, n_embd=8, n_head=2))
