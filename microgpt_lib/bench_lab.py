@@ -4,17 +4,13 @@ naive_matmul(a, b)          C = A @ B with three Python loops: the reference
 suite_peak(options)         the machine's measured FMA peak: python -m microgpt_lib.bench peak
 suite_matmul_intro(options) pure Python vs numpy, float64: the first ladder ("matmul-intro")
 clock_resolution()          what perf_counter resolves and what a read costs, asked and measured
-simd_width_bits(cpu)        the widest vector the CPU offers; compiled_fma_width_bits() the one
-                            the compiled FMA loop uses; reported_clock_ghz() the OS's clock
-full_width_peak()           the FMA loop again, compiled for 512-bit vectors (a fresh process)
+simd_width_bits(cpu)        the widest vector the CPU offers; reported_clock_ghz() the OS's clock
 check_median_timer, check_matmul_gflops, check_peak_formula   the exercises' checkers
 reference_median_timer, reference_matmul_gflops, reference_peak_gflops   their solutions
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import statistics
 import subprocess
@@ -46,8 +42,9 @@ def naive_matmul(a: list[list[float]], b: list[list[float]]) -> list[list[float]
 
 
 def suite_peak(options: bench.SuiteOptions) -> list[dict[str, Any]]:
-    """The machine's measured FMA peak, FP64 and FP32, one thread and all threads; and, where
-    the compiler prefers narrower vectors than the CPU has, one core's full-width peak.
+    """The machine's measured FMA peak, FP64 and FP32, one thread and all threads (with the
+    CPU's widest vectors); and, where numba compiles narrower ones by default, one core's
+    rate at that default width.
 
     Options: dtypes, threads.
     """
@@ -57,16 +54,16 @@ def suite_peak(options: bench.SuiteOptions) -> list[dict[str, Any]]:
         if "warning" in peak:
             print("warning:", peak["warning"], file=sys.stderr)
         rows += bench.peak_rows(peak)
-        full = full_width_peak(dtype) if compiled_fma_width_bits(dtype) != 512 else None
-        if full and full["bits"] == 512:
+        if "default_width_gflops" in peak:  # what numba's own choice of vectors reaches
+            bits = peak["default_vector_bits"]
             rows.append(
                 {
-                    "kernel": "fma-loop-512-bit",
+                    "kernel": f"fma-loop-{bits}-bit",
                     "family": "peak",
                     "dtype": dtype,
                     "threads": 1,
-                    "gflops": full["gflops"],
-                    "vector_bits": full["bits"],
+                    "gflops": peak["default_width_gflops"],
+                    "vector_bits": bits,
                 }
             )
     return rows
@@ -137,33 +134,6 @@ def simd_width_bits(cpu: dict[str, Any]) -> tuple[int | None, str]:
     return None, "unknown"
 
 
-def compiled_fma_width_bits(dtype: str = "float64") -> int | None:
-    """The widest register machine.fma_kernel's compiled FMA instructions use, in bits, read
-    from the machine code numba generated for one thread (None if it cannot be read).
-
-    x86 names 128-, 256- and 512-bit registers xmm, ymm and zmm; Arm's NEON v registers are
-    128 bits. The kernel is compiled here for dtype if it was not already.
-    """
-    bench.check_dtype(dtype)
-    kernel = machine.fma_kernel(parallel=False)
-    acc = np.ones((1, 8), dtype=dtype)
-    kernel(acc, 1, acc.dtype.type(1.0), acc.dtype.type(0.0))  # compile for dtype
-    widths = set()
-    for signature, asm in kernel.inspect_asm().items():
-        if str(signature[0].dtype) != dtype:
-            continue
-        for line in asm.splitlines():
-            if "vfmadd" in line or "vfnmadd" in line:
-                widths |= {
-                    bits
-                    for name, bits in (("xmm", 128), ("ymm", 256), ("zmm", 512))
-                    if f"%{name}" in line
-                }
-            elif re.search(r"\bfml[as]\s+v\d+\.\d+[sd]", line):
-                widths.add(128)
-    return max(widths) if widths else None
-
-
 def reported_clock_ghz() -> tuple[float | None, str]:
     """The clock the operating system reports, in GHz, and where it was read (None if none).
 
@@ -196,47 +166,6 @@ def reported_clock_ghz() -> tuple[float | None, str]:
         except (OSError, subprocess.SubprocessError):
             pass
     return None, "not reported"
-
-
-_FULL_WIDTH_SCRIPT = """
-import json
-from microgpt_lib import bench_lab, machine
-peak = machine.measure_peak({dtype!r}, threads=1)
-print(json.dumps({{"gflops": peak["per_core_gflops"],
-                  "bits": bench_lab.compiled_fma_width_bits({dtype!r})}}))
-"""
-
-
-def full_width_peak(
-    dtype: str = "float64", timeout: float = 120.0
-) -> dict[str, Any] | None:
-    """One core's FMA peak with the compiler told to use the widest (512-bit) vectors.
-
-    LLVM, which numba compiles with, prefers 256-bit vectors on Intel chips that have AVX-512
-    (its "prefer-256-bit" tuning: wide instructions can lower the clock). A fresh Python, with
-    NUMBA_CPU_FEATURES set to this CPU's features minus that preference, measures the same loop
-    again. Returns {"gflops", "bits"} (one core's GFLOP/s, the register width it compiled to),
-    or None where the CPU has no AVX-512 or the run failed.
-    """
-    bench.check_dtype(dtype)
-    import llvmlite.binding as llvm
-
-    features = llvm.get_host_cpu_features().flatten()
-    if "+avx512f" not in features.split(","):
-        return None
-    env = {**os.environ, "NUMBA_CPU_FEATURES": features + ",-prefer-256-bit"}
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", _FULL_WIDTH_SCRIPT.format(dtype=dtype)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=True,
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
     supports_tf32(device)       CUDA compute capability >= 8.0 (Ampere and later)
     tf32_matmul()               context manager: float32 matmuls run on TF32 tensor cores
     describe(device)            name, memory, capability: the provenance of a GPU result
+    cpu_matmul_features()       the CPU's instructions for narrow-float matmuls (AVX512_BF16, AMX)
 
 Chapter 07's measurements of these (copies, sync, launches, precision, memory) are in device_lab.
 """
@@ -324,3 +325,33 @@ def event_timing(
         end.synchronize()
         times.append(start.elapsed_time(end) / 1e3)  # milliseconds -> seconds
     return bench.Timing.from_times(times)
+
+
+def cpu_matmul_features() -> dict[str, Any]:
+    """What this CPU gives torch for matmuls in narrow formats, as torch itself detects it.
+
+    simd          the SIMD flags the operating system reports (machine.cpu_info)
+    capability    the widest vector kernels torch's CPU build dispatches to ('AVX512', ...)
+    avx512_bf16   AVX512_BF16's dot-product instruction vdpbf16ps: each 32-bit lane multiplies
+                  a pair of bfloat16 numbers and adds both products to one float32 sum, so one
+                  instruction does 2 products per float32 lane
+    amx_bf16      Intel AMX (Sapphire Rapids and later): a matrix unit beside each core that
+                  multiplies tiles of bfloat16 in one instruction; oneDNN, which torch calls for
+                  CPU bfloat16 matmuls, uses it where present (torch checks for AMX tiles;
+                  every CPU that has them has the bfloat16 ones)
+    amx_fp16      the same for float16 (Granite Rapids and later)
+    None where this torch cannot tell (its private torch.cpu checks are missing).
+    """
+
+    def check(name: str) -> bool | None:
+        found = getattr(torch.cpu, f"_is_{name}_supported", None)
+        return bool(found()) if found is not None else None
+
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)()
+    return {
+        "simd": machine.cpu_info().get("simd", []),
+        "capability": capability,
+        "avx512_bf16": check("avx512_bf16"),
+        "amx_bf16": check("amx_tile"),
+        "amx_fp16": check("amx_fp16"),
+    }

@@ -9,6 +9,7 @@
     blas_threads(), limit_blas_threads(n)   BLAS threads now, and a block that sets them
     numba_threads(n), thread_counts(limit)  numba threads in a block, and a sweep's counts
     fma_kernel(parallel), measure_peak()    the multiply-add peak, one core and all cores
+    fma_vector_bits(dtype)          the register width numba compiles that loop to here
     measure_scalar_peak()           one core's peak without SIMD
     measure_bandwidth()             main-memory read bandwidth: the roofline's second roof
 
@@ -90,7 +91,16 @@ def _parse_size(text: str) -> int | None:
 
 
 _CACHE_DIR = Path("/sys/devices/system/cpu/cpu0/cache")
-_SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16")
+_SIMD_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_bf16",
+)
 _MAC_CACHES = (
     ("L1d", "hw.perflevel0.l1dcachesize"),
     ("L2", "hw.perflevel0.l2cachesize"),
@@ -387,22 +397,69 @@ def _fma_rate(n_threads: int, dtype: str, seconds: float) -> tuple[float, float]
     return bench.gflops(flops, timing.min_s), bench.gflops(flops, timing.median_s)
 
 
+_FMA_REGISTER = re.compile(r"\bvfn?m(?:add|sub)\w*\s+%([xyz])mm")
+_REGISTER_BITS = {"x": 128, "y": 256, "z": 512}
+
+
+def fma_vector_bits(dtype: str = "float64") -> int | None:
+    """The widest register (bits) fma_kernel's FMAs compile to in this process: xmm 128,
+    ymm 256, zmm 512; None off x86, or if the machine code has no FMA to read."""
+    bench.check_dtype(dtype)
+    kernel = fma_kernel(parallel=False)
+    acc = np.ones((1, FMA_LANES), dtype)
+    kernel(acc, 1, acc.dtype.type(1), acc.dtype.type(0))  # compile for this dtype
+    asm = "\n".join(
+        text
+        for signature, text in kernel.inspect_asm().items()
+        if signature[0].dtype == numba.from_dtype(acc.dtype)
+    )
+    found = [_REGISTER_BITS[r] for r in _FMA_REGISTER.findall(asm)]
+    return max(found) if found else None
+
+
+def widest_vector_features() -> str | None:
+    """NUMBA_CPU_FEATURES that make LLVM use 512-bit vectors on an AVX-512 CPU where it would
+    prefer 256-bit ones (its tuning for Intel cores, whose wide instructions could lower the
+    clock); None on a CPU without AVX-512."""
+    import llvmlite.binding as llvm
+
+    features = llvm.get_host_cpu_features().flatten()
+    return features + ",-prefer-256-bit" if "+avx512f" in features.split(",") else None
+
+
 def measure_peak(
-    dtype: str = "float64", threads: int | None = None, seconds: float = 0.2
+    dtype: str = "float64",
+    threads: int | None = None,
+    seconds: float = 0.2,
+    widest: bool = True,
 ) -> dict[str, Any]:
     """Measure this machine's peak multiply-add throughput in GFLOP/s.
 
-    Returns {"gflops", "per_core_gflops", "threads", "dtype", "source": "measured", ...}.
-    The figure is the best rate a compiled loop of independent FMAs reached (max over repeats:
-    for a peak, the fastest sample is the one least disturbed by the rest of the machine).
+    Returns {"gflops", "per_core_gflops", "threads", "dtype", "vector_bits", "source":
+    "measured", ...}. The figure is the best rate a compiled loop of independent FMAs reached
+    (max over repeats: for a peak, the fastest sample is the one least disturbed by the rest
+    of the machine).
 
-    It is the peak of code numba generates, the yardstick of every kernel the course writes.
-    On Intel CPUs with AVX-512, LLVM prefers 256-bit vectors, so a library written by hand for
-    the full width (the BLAS behind numpy) can pass it; bench_lab.full_width_peak measures the
-    loop compiled for the full width.
+    widest: the loop uses the CPU's widest vectors. On Intel CPUs with AVX-512, numba's LLVM
+    compiles 256-bit ones by default, half of what the hardware (and a hand-written BLAS) can
+    use; then the loop runs in a fresh Python whose NUMBA_CPU_FEATURES lift that preference,
+    and default_width_gflops keeps this process's one-core figure. widest=False measures the
+    loop as numba compiles it here.
     """
     bench.check_dtype(dtype)
     threads = threads or numba.config.NUMBA_NUM_THREADS
+    bits = fma_vector_bits(dtype)
+    features = widest_vector_features() if widest and bits and bits < 512 else None
+    if features and "NUMBA_CPU_FEATURES" not in os.environ:
+        wide = _peak_in_child(dtype, threads, seconds, features)
+        if wide is not None:
+            single, _ = _fma_rate(1, dtype, seconds)
+            return {
+                **wide,
+                "default_width_gflops": single,
+                "default_vector_bits": bits,
+                "method": wide["method"] + "; compiled for the widest vectors",
+            }
     single, _ = _fma_rate(1, dtype, seconds)
     everything, median = _fma_rate(threads, dtype, seconds)
     peak = {
@@ -414,6 +471,7 @@ def measure_peak(
         "gflops": everything,
         "threads": threads,
         "median_gflops_all": median,
+        "vector_bits": bits,
     }
     if everything < 0.75 * threads * single:
         peak["warning"] = (
@@ -422,6 +480,37 @@ def measure_peak(
             "probably using the cores; re-run on a quiet machine"
         )
     return peak
+
+
+def _peak_in_child(
+    dtype: str, threads: int, seconds: float, features: str
+) -> dict | None:
+    """measure_peak in a fresh Python compiled with these CPU features (None if it fails)."""
+    import json
+    import tempfile
+
+    code = (
+        "import json; from microgpt_lib import machine; print(json.dumps("
+        f"machine.measure_peak({dtype!r}, {threads}, {seconds}, widest=False)))"
+    )
+    env = {
+        **os.environ,
+        "NUMBA_CPU_FEATURES": features,
+        # code compiled for other features must not meet this process's numba cache
+        "NUMBA_CACHE_DIR": str(Path(tempfile.gettempdir()) / "microgpt-numba-widest"),
+    }
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 @numba.njit(fastmath={"contract"}, cache=True)

@@ -32,8 +32,9 @@ def test_suite_peak_rows(suite_options):
     rows = bench_lab.suite_peak(suite_options(dtypes=["float64"], threads=1))
     assert [r["kernel"] for r in rows[:2]] == ["fma-loop", "fma-loop"]
     assert all(r["threads"] == 1 and r["gflops"] > 0 for r in rows)
-    # a third row where numba compiles narrower vectors than the CPU has (AVX-512 Intel)
-    assert [r["kernel"] for r in rows[2:]] in ([], ["fma-loop-512-bit"])
+    # a third row where numba compiles narrower vectors than the CPU has (AVX-512 Intel):
+    # what its default width reaches
+    assert [r["kernel"] for r in rows[2:]] in ([], ["fma-loop-256-bit"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,27 +54,9 @@ def test_simd_width_comes_from_the_widest_flag():
     assert bench_lab.simd_width_bits({"machine": "riscv64"}) == (None, "unknown")
 
 
-def test_the_compiled_fma_loop_reports_a_register_width():
-    import platform
-
-    bits = bench_lab.compiled_fma_width_bits("float64")
-    if platform.machine().lower() in ("x86_64", "amd64", "arm64", "aarch64"):
-        assert bits in (128, 256, 512)
-    else:
-        assert bits in (None, 128, 256, 512)
-    with pytest.raises(ValueError, match="dtype"):
-        bench_lab.compiled_fma_width_bits("int8")
-
-
 def test_reported_clock_is_positive_or_absent():
     ghz, source = bench_lab.reported_clock_ghz()
     assert (ghz is None and source == "not reported") or (0.1 < ghz < 10 and source)
-
-
-@pytest.mark.slow
-def test_full_width_peak_runs_where_it_applies():
-    result = bench_lab.full_width_peak("float64")
-    assert result is None or (result["gflops"] > 0 and result["bits"] in (256, 512))
 
 
 # --------------------------------------------------------------------------------------------

@@ -219,3 +219,11 @@ def test_mps_selected_and_float64_refused(no_env, monkeypatch):
     assert {"allocated", "reserved", "recommended_max"} <= set(stats)
     rows = device_lab.transfer_rows(mps, [1], repeats=2)
     assert {r["memory"] for r in rows} == {"pageable"}
+
+
+def test_cpu_matmul_features():
+    features = device.cpu_matmul_features()
+    assert set(features) == {"simd", "capability", "avx512_bf16", "amx_bf16", "amx_fp16"}
+    assert isinstance(features["simd"], list)
+    if features["avx512_bf16"] is not None and "avx512_bf16" in features["simd"]:
+        assert features["avx512_bf16"]  # torch and the OS agree

@@ -1,6 +1,8 @@
 """microgpt_lib.device_lab: chapter 07's lessons, their pure helpers and the gpu suite's rows."""
 
 import json
+import statistics
+import time
 
 import pytest
 import torch
@@ -146,3 +148,119 @@ def test_cuda_graph_replays_the_same_result():
     x = torch.randn(16, 16, device=cuda)
     replay = device_lab.cuda_graph(lambda: device_lab.layer_chain(x, weights))
     torch.testing.assert_close(replay(), device_lab.layer_chain(x, weights))
+
+
+# --------------------------------------------------------------------------------------------
+# the simulated queue, and the exercises
+
+
+def test_simulated_gpu_returns_at_once_and_synchronize_waits():
+    gpu = device_lab.SimulatedGPU(op_s=0.01)
+    start = time.perf_counter()
+    gpu.op()
+    gpu.op()
+    queued_s = time.perf_counter() - start
+    gpu.synchronize()
+    assert queued_s < 0.005 <= 0.02 <= time.perf_counter() - start
+    assert (gpu.ops, gpu.syncs) == (2, 1)
+    with pytest.raises(ValueError, match="op_s must be positive"):
+        device_lab.SimulatedGPU(0)
+
+
+def test_simulated_sync_rows_show_the_wrong_and_the_right_timing():
+    rows = {r["method"]: r for r in device_lab.simulated_sync_rows(op_s=0.004, repeats=3)}
+    assert rows["no sync (wrong)"]["median_s"] < 0.001  # only the queueing
+    assert rows["synchronize"]["median_s"] >= 0.004  # the work itself
+
+
+def test_check_gpu_timer_accepts_the_reference():
+    assert "right" in device_lab.check_gpu_timer(device_lab.reference_gpu_timer)
+
+
+def no_sync_timer(fn, sync, repeats=5):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def sync_after_only_timer(fn, sync, repeats=5):
+    fn()  # warm-up, left in the queue
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def summed_timer(fn, sync, repeats=5):
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return time.perf_counter() - start  # the total, not per call
+
+
+@pytest.mark.parametrize(
+    "timer, message",
+    [
+        (no_sync_timer, "still queued"),
+        (sync_after_only_timer, "queued before the clock started"),
+        (summed_timer, "sum of the repeats"),
+        (lambda fn, sync: 0.0, "timer\\(fn, sync, repeats\\)"),
+    ],
+)
+def test_check_gpu_timer_rejects_wrong_timers(timer, message):
+    with pytest.raises(AssertionError, match=message):
+        device_lab.check_gpu_timer(timer)
+
+
+def test_counted_tensor_counts_reads_back_to_the_host():
+    x = torch.ones(3).as_subclass(device_lab.CountedTensor)
+    device_lab.CountedTensor.reads.clear()
+    (x * 2).sum().item()
+    float(x[0])
+    x.to("cpu")
+    x.to(torch.float64)  # a dtype change stays on the device: not a read
+    torch.stack([x, x]).tolist()
+    assert device_lab.CountedTensor.reads == ["item", "__float__", "to", "tolist"]
+
+
+def test_check_run_steps_accepts_the_reference_and_rejects_item_every_step():
+    message = device_lab.check_run_steps(device_lab.reference_run_steps, steps=5)
+    assert message.startswith("right: 1 read(s) back for 5 steps")
+    with pytest.raises(AssertionError, match="5 reads back from the device for 5 steps"):
+        device_lab.check_run_steps(device_lab.item_every_step, steps=5)
+
+
+@pytest.mark.parametrize(
+    "run_steps, message",
+    [
+        (lambda step, steps: [step() for _ in range(steps)], "list of Python floats"),
+        (lambda step, steps: [step().item() for _ in range(3)], "3 losses for 5 steps"),
+        (
+            lambda step, steps: torch.stack([step() for _ in range(steps)]).tolist()[
+                ::-1
+            ],
+            "in order",
+        ),
+        (lambda step, steps: 1 / 0, "raised ZeroDivisionError"),
+    ],
+)
+def test_check_run_steps_rejects_wrong_loops(run_steps, message):
+    with pytest.raises(AssertionError, match=message):
+        device_lab.check_run_steps(run_steps, steps=5)
+
+
+def test_launch_chain_runs_on_one_cpu_thread_and_restores_the_count():
+    before = torch.get_num_threads()
+    rows = device_lab.launch_rows(torch.device("cpu"), numels=(1,), repeats=1)
+    chain = [r for r in rows if r["part"] == "chain"]
+    assert {r["method"] for r in chain} == {"eager", "eager, batch of 64"}
+    assert all(r["torch_threads"] == 1 for r in chain)
+    assert torch.get_num_threads() == before

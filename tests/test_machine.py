@@ -137,3 +137,29 @@ def test_scalar_peak_and_bandwidth_are_measured():
     assert bandwidth["gbytes_per_s"] > 0.1 and bandwidth["bytes"] == 16 * 2**20
     with pytest.raises(ValueError, match="megabytes"):
         machine.measure_bandwidth(megabytes=0)
+
+
+def test_the_fma_loop_reports_a_register_width():
+    import platform
+
+    bits = machine.fma_vector_bits("float64")
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert bits in (128, 256, 512)
+    with pytest.raises(ValueError, match="dtype"):
+        machine.fma_vector_bits("int8")
+
+
+@pytest.mark.slow
+def test_the_peak_uses_the_widest_vectors():
+    peak = machine.measure_peak("float64", threads=1, seconds=0.02)
+    default = machine.measure_peak("float64", threads=1, seconds=0.02, widest=False)
+    assert default["vector_bits"] == machine.fma_vector_bits("float64")
+    if machine.widest_vector_features() and default["vector_bits"] < 512:
+        # measured in a fresh Python compiled for 512-bit vectors: twice the lanes
+        assert (
+            peak["vector_bits"] == 512
+            and peak["default_vector_bits"] == default["vector_bits"]
+        )
+        assert peak["per_core_gflops"] > 1.2 * default["per_core_gflops"]
+    else:
+        assert "default_width_gflops" not in peak
