@@ -105,7 +105,7 @@ def flatten_(params: Any) -> tuple[np.ndarray, np.ndarray]:
     return data, grad
 
 
-def _flat_segment(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
+def flat_segment(arrays: Sequence[np.ndarray]) -> np.ndarray | None:
     """The one 1-D buffer slice that the arrays tile in order, or None if they do not."""
     base = arrays[0].base
     if base is None or base.ndim != 1 or not base.flags.c_contiguous:
@@ -300,7 +300,7 @@ class Optimizer:
     def _init_state(self, group: dict[str, Any]) -> None:
         datas = [p.data for _, p in group["params"]]
         grads = [p.grad for _, p in group["params"]]
-        segment, grad_segment = _flat_segment(datas), _flat_segment(grads)
+        segment, grad_segment = flat_segment(datas), flat_segment(grads)
         group["flat"] = (
             (segment, grad_segment)
             if segment is not None and grad_segment is not None

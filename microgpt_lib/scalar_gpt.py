@@ -10,7 +10,7 @@
                one node per dot product / softmax output / loss, with hand-derived local
                gradients stored in the forward pass (~25x fewer new nodes), and no collector
     start_run(docs, config, seed)   model, training order and generator, in microgpt's order
-    Adam                         microgpt's optimizer on Values (zeroes the gradients it used)
+    make_optimizer(model)        microgpt's Adam on the Values (chapter 08's optim.ValueAdam)
     train_step, train            one timed step, the loop (tqdm)
     next_token, sample           one draw at a temperature; names, with the KV cache
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from operator import mul
 from typing import Any, Callable, Sequence
 
+from . import optim
 from .autograd import Value
 from .bench import paused_gc, run_command_line
 from .config import GPTConfig, GPTParams, TrainConfig, init_weights, param_shapes
@@ -353,26 +354,14 @@ def document_loss(
 # optimizer, one step, the loop
 
 
-class Adam:
-    """Adam on Values, microgpt's update; the gradients it used are reset to 0 afterwards."""
-
-    def __init__(self, params: list[Value], recipe: TrainConfig = TrainConfig()):
-        self.params = params
-        self.beta1, self.beta2, self.eps = recipe.beta1, recipe.beta2, recipe.eps
-        self.m = [0.0] * len(params)  # running mean of the gradient
-        self.v = [0.0] * len(params)  # running mean of its square
-        self.t = 0
-
-    def step(self, lr: float) -> None:
-        self.t += 1
-        b1, b2, eps, m, v = self.beta1, self.beta2, self.eps, self.m, self.v
-        c1, c2 = 1 - b1**self.t, 1 - b2**self.t  # bias correction: m and v start at 0
-        for i, p in enumerate(self.params):
-            g = p.grad
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            p.data -= lr * (m[i] / c1) / ((v[i] / c2) ** 0.5 + eps)
-            p.grad = 0.0
+def make_optimizer(
+    model: ScalarGPT, recipe: TrainConfig = TrainConfig()
+) -> optim.ValueAdam:
+    """microgpt's Adam (chapter 08's optim.ValueAdam) over the model's Values, with the recipe's
+    betas and eps."""
+    return optim.ValueAdam(
+        model.parameters(), betas=(recipe.beta1, recipe.beta2), eps=recipe.eps
+    )
 
 
 @dataclass
@@ -392,7 +381,7 @@ class StepStats:
 
 def train_step(
     model: ScalarGPT,
-    opt: Adam,
+    opt: optim.ValueAdam,
     tokens: Sequence[int],
     lr: float,
     ops: Ops | str = FAST,
@@ -473,7 +462,7 @@ def train(
         raise ValueError("no documents to train on")
     from tqdm.auto import tqdm
 
-    opt = Adam(model.parameters(), recipe)
+    opt = make_optimizer(model, recipe)
     log = TrainLog([])
     bar = tqdm(
         range(recipe.steps),

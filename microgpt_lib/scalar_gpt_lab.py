@@ -22,13 +22,12 @@ from dataclasses import dataclass, field, fields
 from operator import mul
 from typing import Any, Callable, Sequence
 
-from . import bench
+from . import bench, optim
 from .autograd import Value, backpropagate, topological_order
 from .config import GPTConfig, TrainConfig
 from .data import CharTokenizer, load_names
 from .scalar_gpt import (
     FAST,
-    Adam,
     Ops,
     ScalarGPT,
     StepStats,
@@ -38,6 +37,7 @@ from .scalar_gpt import (
     document_loss,
     get_ops,
     gpt,
+    make_optimizer,
     new_cache,
     next_token,
     rmsnorm,
@@ -71,7 +71,7 @@ class _Run:
     impl: str
     paused: bool
     model: ScalarGPT
-    opt: Adam
+    opt: optim.ValueAdam
     steps: list[StepStats] = field(default_factory=list)
     gc: bench.GCMeter = field(default_factory=bench.GCMeter)  # summed over the steps
 
@@ -110,7 +110,7 @@ def side_by_side(
     runs = []
     for impl, paused in variants:  # every variant starts from the same weights
         model = ScalarGPT.from_weights(config, first.weights())
-        runs.append(_Run(impl, paused, model, Adam(model.parameters(), recipe)))
+        runs.append(_Run(impl, paused, model, make_optimizer(model, recipe)))
     sizes: dict[str, list[tuple[int, int]]] = {impl: [] for impl, _ in variants}
     for step in range(steps):
         tokens = tokenizer.encode_document(order[step % len(order)])

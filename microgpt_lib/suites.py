@@ -26,6 +26,7 @@ SUITES: dict[str, str] = {
     "blas": "microgpt_lib.blas_lab:suite_blas",
     "gpu": "microgpt_lib.device_lab:suite_gpu",
     "optim": "microgpt_lib.optim_lab:suite_optim",
+    "gpt": "microgpt_lib.gpt_lab:suite_gpt",
 }
 
 Suite = Callable[[bench.SuiteOptions], list[dict[str, Any]]]

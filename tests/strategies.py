@@ -137,3 +137,21 @@ def graph_frees_itself(number) -> bool:
     loss.backward()
     del a, b, leaves, loss
     return all(p() is None for p in probes)
+
+
+# --------------------------------------------------------------------------------------------
+# chapter 09: the same programs on arrays
+
+
+# shapes that all broadcast together, to (2, 3)
+BROADCAST_SHAPES = [(), (3,), (2, 1), (1, 3), (2, 3)]
+
+
+@st.composite
+def tensor_inputs(draw, xs):
+    """One float64 array per input x, each of a shape drawn from BROADCAST_SHAPES and filled
+    with x: the program's domain checks (made on x) hold for every element, and the registers
+    broadcast, so the gradients must be summed back to each input's shape."""
+    import numpy as np
+
+    return [np.full(draw(st.sampled_from(BROADCAST_SHAPES)), float(x)) for x in xs]

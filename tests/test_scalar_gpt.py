@@ -34,8 +34,8 @@ def test_plain_and_fast_steps_agree_on_losses_and_every_gradient(
     plain, fast = sg.ScalarGPT.init(config, 7), sg.ScalarGPT.init(config, 7)
     recipe = TrainConfig(steps=4)
     opt_plain, opt_fast = (
-        sg.Adam(plain.parameters(), recipe),
-        sg.Adam(fast.parameters(), recipe),
+        sg.make_optimizer(plain, recipe),
+        sg.make_optimizer(fast, recipe),
     )
     docs = shuffled(names, 3)[:3] + [
         "christopherjonathan"
@@ -214,7 +214,7 @@ def test_command_line_follows_microgpts_random_order(tmp_path, capsys):
             GPTConfig(vocab_size=vocab), GPTParams.from_matrices(matrices)
         )
         recipe = TrainConfig(steps=5)
-        opt = sg.Adam(model.parameters(), recipe)
+        opt = sg.make_optimizer(model, recipe)
         expected = []
         for step in range(recipe.steps):
             doc = order[step % len(order)]
@@ -247,7 +247,7 @@ def test_train_step_reports_every_phase(config, tokenizer):
     model = sg.ScalarGPT.init(config)
     stats = sg.train_step(
         model,
-        sg.Adam(model.parameters()),
+        sg.make_optimizer(model),
         tokenizer.encode_document("anna"),
         0.01,
         "fast",
