@@ -235,12 +235,17 @@ class Optimizer:
     defaults: dict[str, Any] = {}
     moments: tuple[str, ...] = ()  # per-parameter state arrays, named as torch names them
 
-    def __init__(self, params: Any, impl: str = "auto", **settings: Any) -> None:
+    def __init__(
+        self, params: Any, impl: str = "auto", check_finite: bool = True, **settings: Any
+    ) -> None:
         if impl not in ("auto", *IMPLS):
             raise ValueError(
                 f"impl must be 'auto' or one of {', '.join(IMPLS)}, got {impl!r}"
             )
         self.impl = impl
+        # check_finite=False skips the one read of every gradient that guards the weights
+        # (torch.optim does not check): for a caller that checked already, e.g. by clipping
+        self.check_finite = check_finite
         defaults = {**self.defaults, **settings}
         self._check(defaults)
         raw = (
@@ -340,7 +345,7 @@ class Optimizer:
 
     def step(self) -> None:
         """One update of every parameter from its .grad, in place."""
-        for group in self.param_groups:
+        for group in self.param_groups if self.check_finite else ():
             self._check_finite(group)
         self.step_count += 1
         for group in self.param_groups:

@@ -84,6 +84,11 @@ def ladder_cases(
         cases[f"numpy {impl}" if impl != "fused" else "numba fused"] = optim.AdamW(
             params, impl=impl, **SETTINGS
         ).step
+    # the same kernel without the finiteness check: the work torch's fused step does
+    params = model_parameters(config, seed, flat=True)
+    cases["numba fused, no check"] = optim.AdamW(
+        params, check_finite=False, **SETTINGS
+    ).step
     for label, flags in (
         ("torch for-loop", {"foreach": False}),
         ("torch foreach", {"foreach": True}),

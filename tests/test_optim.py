@@ -377,3 +377,11 @@ def test_value_adam_is_microgpts_update():
                 0.01 * (m[i] / (1 - 0.85**t)) / ((v[i] / (1 - 0.99**t)) ** 0.5 + 1e-8)
             )
     assert [x.data for x in xs] == reference and all(x.grad == 0.0 for x in xs)
+
+
+def test_check_finite_false_skips_the_check():
+    params = [optim.Parameter(np.ones(3))]
+    opt = optim.SGD(params, lr=0.1, check_finite=False)
+    params[0].grad[0] = np.nan
+    opt.step()  # the caller promised finite gradients: the nan goes through, as in torch
+    assert np.isnan(params[0].data[0]) and opt.step_count == 1

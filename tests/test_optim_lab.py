@@ -16,6 +16,7 @@ def test_every_rung_of_the_ladder_does_the_same_step():
         "numpy inplace",
         "numpy foreach",
         "numba fused",
+        "numba fused, no check",
         "torch for-loop",
         "torch foreach",
         "torch fused",
