@@ -8,9 +8,13 @@ new C = A @ B with A's dtype. From three Python loops to a kernel within reach o
     python_matmul(a, b, order)    those loops run by the Python interpreter, on lists
     numba_matmul(a, b, order)     the very same functions compiled by numba
     tiled_matmul(a, b, tile)      naive cache blocking of ikj (the honest result: no faster)
-    Tiles, tile_sizes(dtype)      block sizes for the packed kernel, from the machine's cache sizes
-    micro_kernel(...)             a 4x4 register tile: 16 dot products held in registers
-    packed_matmul(a, b, ...)      copy blocks into contiguous panels, run the micro-kernel on them
+    Tiles, tile_sizes(dtype)      block sizes for the packed kernels, from the machine's cache sizes
+    micro_kernel(...)             the dot-product micro-kernel: a 4x4 tile of C, 16 dot products
+                                  in registers, vectorized along k (needs fastmath)
+    packed_matmul(a, b, ...)      copy blocks into contiguous panels, run that micro-kernel on them
+    outer_micro_kernel(...)       the outer-product micro-kernel of Goto and BLIS: an 8x8 tile of
+                                  C, one rank-1 update per step of k, vectorized along j
+    outer_packed_matmul(a, b)     Goto's loop nest and packed slivers around it (no fastmath)
     ikj_parallel_matmul(a, b)     ikj with numba.prange over the rows of C
     KERNELS, kernel(name)         name -> Kernel, the registry chapters 04-07 and the bench use
 
@@ -19,10 +23,12 @@ How they are measured and inspected (strides, assembly, the ladder) is in kernel
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numba
 import numpy as np
@@ -232,11 +238,12 @@ def tiled_matmul(
     return c
 
 
-# The packed kernel, BLIS-style. C is cut into MR x NR tiles; each tile is 16 dot products of
-# length kc, kept in registers by the micro-kernel. The data it reads is first copied ("packed")
-# into small contiguous buffers sized to the caches: a kc-slice of NR columns of B (read again
-# for every tile down a block of A: L1), an mc x kc block of A (read again for every NR columns
-# of B: L2), and a kc x nc panel of B (read again for every block of A: L3).
+# The packed kernel with a dot-product micro-kernel. C is cut into MR x NR tiles; each tile is
+# 16 dot products of length kc, kept in registers by the micro-kernel. The data it reads is
+# first copied ("packed") into small contiguous buffers sized to the caches: a kc-slice of NR
+# columns of B (read again for every tile down a block of A: L1), an mc x kc block of A (read
+# again for every NR columns of B: L2), and a kc x nc panel of B (read again for every block
+# of A: L3). Goto's and BLIS's micro-kernel is shaped differently: see outer_micro_kernel.
 MR, NR = 4, 4
 
 
@@ -263,34 +270,44 @@ class Tiles:
 
 
 @functools.lru_cache(maxsize=None)
-def _default_tiles(dtype: np.dtype) -> Tiles:
-    return tile_sizes(dtype)
+def _default_tiles(dtype: np.dtype, mr: int = MR, nr: int = NR) -> Tiles:
+    return tile_sizes(dtype, mr=mr, nr=nr)
 
 
-def tile_sizes(dtype: Any = np.float64, caches: dict[str, int] | None = None) -> Tiles:
+def tile_sizes(
+    dtype: Any = np.float64,
+    caches: dict[str, int] | None = None,
+    *,
+    mr: int = MR,
+    nr: int = NR,
+) -> Tiles:
     """Block sizes from the cache sizes (machine.cache_sizes(): common ones if the OS says nothing).
 
-    kc: the NR packed columns of B, reused by every micro-kernel down a block of A, fill half
+    kc: the nr packed columns of B, reused by every micro-kernel down a block of A, fill half
         of L1 (the other half for the rows of A streaming past, and C);
-    mc: the mc x kc block of A, reused for every NR columns of B, fills half of L2;
+    mc: the mc x kc block of A, reused for every nr columns of B, fills half of L2;
     nc: the kc x nc panel of B, reused by every block of A, fills half of L3.
+    mr, nr: the micro-kernel's tile (default: the dot-product kernel's 4 x 4; the outer-product
+        kernel's is OUTER_MR x OUTER_NR). mc and nc come out as whole tiles.
     """
     caches = {**machine.cache_sizes(), **(caches or {})}
     itemsize = np.dtype(dtype).itemsize
-    kc = max(16, caches["L1d"] // 2 // (NR * itemsize) // 16 * 16)
-    mc = max(MR, caches["L2"] // 2 // (kc * itemsize) // MR * MR)
-    nc = max(NR, caches["L3"] // 2 // (kc * itemsize) // NR * NR)
+    kc = max(16, caches["L1d"] // 2 // (nr * itemsize) // 16 * 16)
+    mc = max(mr, caches["L2"] // 2 // (kc * itemsize) // mr * mr)
+    nc = max(nr, caches["L3"] // 2 // (kc * itemsize) // nr * nr)
     return Tiles(mc=mc, kc=kc, nc=nc)
 
 
 def micro_kernel(a_pack, b_pack, c, i, j):
-    """C[i:i+4, j:j+4] += a_pack @ b_pack.T: 16 dot products of length kc, held in registers.
+    """C[i:i+4, j:j+4] += a_pack @ b_pack.T: the dot-product (inner-product) micro-kernel.
 
     a_pack is 4 rows of A and b_pack 4 columns of B, each a contiguous row of kc numbers. The
     16 running sums are local variables, which the compiler keeps in registers for the whole
-    loop; each step loads 8 numbers and does 16 multiply-adds with them. Compiled with
-    fastmath, the compiler may also split each sum into SIMD-width partial sums, so every
-    line of the loop becomes one vector FMA over 4 or 8 values of k at a time.
+    loop; each step loads 8 numbers and does 16 multiply-adds with them. Its only vector
+    direction is k, the direction of the sums: compiled with fastmath, the compiler may split
+    each sum into SIMD-width partial sums (a reordering of the additions), so every line of the
+    loop becomes one vector FMA over several values of k, and the lanes of each of the 16 sums
+    must be added up at the end (a horizontal reduction). Without fastmath it stays scalar.
     """
     a0, a1, a2, a3 = a_pack[0], a_pack[1], a_pack[2], a_pack[3]
     b0, b1, b2, b3 = b_pack[0], b_pack[1], b_pack[2], b_pack[3]
@@ -313,11 +330,10 @@ def micro_kernel(a_pack, b_pack, c, i, j):
 
 # Two compilations of the one source. fastmath=True lets LLVM reassociate the sums (split each
 # into partial sums over k: SIMD) and contract x*y+s into one FMA instruction; {"contract"}
-# allows only the FMA, so the sums keep their order and the loop stays scalar.
+# allows only the FMA, so the sums keep their order and the loop stays scalar. (The second is
+# not cached on disk: numba's cache keeps one compilation per source function.)
 micro_kernel_simd = numba.njit(fastmath=True, cache=True)(micro_kernel)
-micro_kernel_scalar = numba.njit(fastmath={"contract"})(
-    micro_kernel
-)  # not cached: same source as above
+micro_kernel_scalar = numba.njit(fastmath={"contract"})(micro_kernel)
 
 
 @numba.njit(cache=True)
@@ -400,6 +416,199 @@ def packed_matmul(
         mc = min(tiles.mc, max(MR, (-(-rows // n) + MR - 1) // MR * MR))
         if a.size and b.size:
             packed_matmul_blocks(a, b, c, mc, tiles.kc, tiles.nc, simd)
+    return c if c.shape == (rows, cols) else np.ascontiguousarray(c[:rows, :cols])
+
+
+# --------------------------------------------------------------------------------------------
+# the outer-product micro-kernel of Goto and BLIS
+#
+# The dot-product micro-kernel above vectorizes along k, the direction of its sums: it needs
+# fastmath to reorder them, and a horizontal reduction at the end of every call. Goto's and
+# BLIS's micro-kernel vectorizes along j instead. Each step of k broadcasts one number of A's
+# column and multiplies it with a whole row of B's panel: a rank-1 (outer-product) update of
+# the register tile. Every lane of a vector is a sum of its own, added in order, so it needs
+# no reordering at all. It wants A and B packed k-major, in slivers of OUTER_MR rows of A and
+# OUTER_NR columns of B, so that each step reads two short contiguous runs.
+OUTER_MR, OUTER_NR = 8, 8  # the register tile: 8 rows of C, each a vector of 8 numbers
+
+
+@contextlib.contextmanager
+def slp_vectorizer() -> Iterator[None]:
+    """Compile the numba functions first called inside the block with LLVM's SLP vectorizer.
+
+    numba runs LLVM's loop vectorizer, which turns iterations of a loop into the lanes of a
+    vector, and leaves its SLP ("superword-level parallelism") vectorizer off unless
+    NUMBA_SLP_VECTORIZE=1. The outer-product micro-kernel needs the SLP one: its lanes are not
+    iterations of a loop but the 8 multiply-adds of one statement. numba reads the setting
+    when it compiles, so code compiled before or after the block is not affected.
+    """
+    old = numba.config.SLP_VECTORIZE
+    numba.config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        numba.config.SLP_VECTORIZE = old
+
+
+@numba.njit(inline="always")
+def load_row(c, i, j):
+    """c[i, j : j + 8] as a tuple of 8 numbers: a value the compiler keeps in registers."""
+    # fmt: off
+    return (
+        c[i, j], c[i, j + 1], c[i, j + 2], c[i, j + 3],
+        c[i, j + 4], c[i, j + 5], c[i, j + 6], c[i, j + 7],
+    )
+    # fmt: on
+
+
+@numba.njit(inline="always")
+def axpy_row(acc, x, row):
+    """acc + x * row[:8], element by element: 8 independent multiply-adds, one vector FMA."""
+    # fmt: off
+    return (
+        acc[0] + x * row[0], acc[1] + x * row[1], acc[2] + x * row[2], acc[3] + x * row[3],
+        acc[4] + x * row[4], acc[5] + x * row[5], acc[6] + x * row[6], acc[7] + x * row[7],
+    )
+    # fmt: on
+
+
+@numba.njit(inline="always")
+def store_row(c, i, j, acc):
+    """c[i, j : j + 8] = acc."""
+    for q in range(8):
+        c[i, j + q] = acc[q]
+
+
+# fastmath={"contract"}: x * y + s may become one FMA instruction, and nothing is reordered
+@numba.njit(fastmath={"contract"})
+def outer_micro_kernel(a_sliver, b_sliver, c, i, j):
+    """C[i:i+8, j:j+8] += a_sliver.T @ b_sliver: one rank-1 update of an 8x8 tile per step of k.
+
+    a_sliver[p] is 8 numbers of A's column p (rows i to i+7), b_sliver[p] 8 numbers of B's
+    row p (columns j to j+7). Row r of the tile gains a_sliver[p, r] * b_sliver[p]: one number
+    broadcast, times a vector. The tile is 8 tuples of 8 numbers, 64 sums in registers; each
+    step loads 16 numbers and does 64 multiply-adds, as 8 independent vector FMAs.
+    """
+    c0, c1 = load_row(c, i, j), load_row(c, i + 1, j)
+    c2, c3 = load_row(c, i + 2, j), load_row(c, i + 3, j)
+    c4, c5 = load_row(c, i + 4, j), load_row(c, i + 5, j)
+    c6, c7 = load_row(c, i + 6, j), load_row(c, i + 7, j)
+    for p in range(a_sliver.shape[0]):
+        x, y = a_sliver[p], b_sliver[p]  # 8 numbers of A's column p, 8 of B's row p
+        c0, c1 = axpy_row(c0, x[0], y), axpy_row(c1, x[1], y)
+        c2, c3 = axpy_row(c2, x[2], y), axpy_row(c3, x[3], y)
+        c4, c5 = axpy_row(c4, x[4], y), axpy_row(c5, x[5], y)
+        c6, c7 = axpy_row(c6, x[6], y), axpy_row(c7, x[7], y)
+    for r, row in enumerate((c0, c1, c2, c3, c4, c5, c6, c7)):
+        store_row(c, i + r, j, row)
+
+
+@numba.njit(cache=True)
+def pack_a_slivers(a, i0, k0, out):
+    """out[s, p, r] = a[i0 + s * mr + r, k0 + p]: A's rows, mr at a time, k-major; zeros past
+    A's edge. out has shape (slivers, width, mr)."""
+    slivers, width, mr = out.shape
+    for s in range(slivers):
+        for r in range(mr):
+            i = i0 + s * mr + r
+            if i < a.shape[0]:
+                out[s, :, r] = a[i, k0 : k0 + width]
+            else:
+                out[s, :, r] = 0
+
+
+@numba.njit(cache=True)
+def pack_b_slivers(b, k0, j0, out):
+    """out[s, p, q] = b[k0 + p, j0 + s * nr + q]: B's columns, nr at a time, k-major; zeros
+    past B's edge. out has shape (slivers, width, nr)."""
+    slivers, width, nr = out.shape
+    for s in range(slivers):
+        j = j0 + s * nr
+        n = max(0, min(nr, b.shape[1] - j))  # the columns of B left for this sliver
+        out[s, :, :n] = b[k0 : k0 + width, j : j + n]
+        out[s, :, n:] = 0
+
+
+@numba.njit(parallel=True, cache=True)
+def outer_packed_blocks(a, b, c, mc, kc, nc, mr, nr):
+    """C += A @ B by Goto's loop nest around the mr x nr outer_micro_kernel (C padded to whole
+    tiles; driver_for compiles the same loops around another micro-kernel)."""
+    rows, inner, cols = a.shape[0], b.shape[0], b.shape[1]
+    for j0 in range(0, cols, nc):  # a panel of nc columns of B ...
+        slivers = (min(nc, cols - j0) + nr - 1) // nr
+        for k0 in range(0, inner, kc):  # ... and kc rows: packed, it stays in L3
+            width = min(kc, inner - k0)
+            b_pack = np.empty((slivers, width, nr), b.dtype)
+            for s in numba.prange(slivers):  # the threads share the packing of B
+                pack_b_slivers(b, k0, j0 + s * nr, b_pack[s : s + 1])
+            for block in numba.prange((rows + mc - 1) // mc):  # mc rows of A per thread
+                i0 = block * mc
+                a_pack = np.empty(
+                    ((min(mc, rows - i0) + mr - 1) // mr, width, mr), a.dtype
+                )
+                pack_a_slivers(a, i0, k0, a_pack)  # mc x kc of A: L2
+                for s in range(slivers):  # one sliver of B, kc x nr: stays in L1 ...
+                    for t in range(a_pack.shape[0]):  # ... while A's slivers stream past
+                        outer_micro_kernel(
+                            a_pack[t], b_pack[s], c, i0 + t * mr, j0 + s * nr
+                        )
+
+
+@functools.lru_cache(maxsize=None)
+def driver_for(micro_kernel: Any, parallel: bool = True) -> Any:
+    """outer_packed_blocks compiled around another micro-kernel: the same Python function, its
+    global name outer_micro_kernel bound to micro_kernel (compiled anew, not cached on disk;
+    parallel=False compiles faster, for one thread)."""
+    if micro_kernel is outer_micro_kernel:
+        return outer_packed_blocks
+    if not hasattr(micro_kernel, "py_func"):
+        raise TypeError(
+            f"micro_kernel must be a numba.njit function, got {type(micro_kernel).__name__}"
+        )
+    py = outer_packed_blocks.py_func
+    rebound = types.FunctionType(
+        py.__code__, {**py.__globals__, "outer_micro_kernel": micro_kernel}, py.__name__
+    )
+    return numba.njit(parallel=parallel)(rebound)
+
+
+def outer_packed_matmul(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    threads: int | None = None,
+    tiles: Tiles | None = None,
+    micro_kernel: Any = None,
+    mr: int = OUTER_MR,
+    nr: int = OUTER_NR,
+) -> np.ndarray:
+    """C = A @ B by packed slivers and an outer-product micro-kernel, without fastmath.
+
+    threads       numba threads for the blocks of A's rows (None: numba's current count)
+    tiles         block sizes (default: tile_sizes(dtype, mr=mr, nr=nr)); mc and nc are
+                  rounded down to whole tiles
+    micro_kernel  a numba function (a_sliver, b_sliver, c, i, j) that adds a_sliver.T @ b_sliver
+                  to C[i:i+mr, j:j+nr] (default: outer_micro_kernel, 8 x 8)
+    The kernels are compiled on first use with LLVM's SLP vectorizer on (slp_vectorizer()).
+    """
+    a, b = check_operands(a, b)
+    if not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (mr, nr)
+    ):
+        raise ValueError(f"mr and nr must be positive integers, got mr={mr!r}, nr={nr!r}")
+    if micro_kernel is None or micro_kernel is outer_micro_kernel:
+        micro_kernel, mr, nr = outer_micro_kernel, OUTER_MR, OUTER_NR
+    blocks = driver_for(micro_kernel, parallel=threads != 1)
+    rows, cols = a.shape[0], b.shape[1]
+    tiles = tiles or _default_tiles(a.dtype, mr, nr)
+    c = np.zeros((-(-rows // mr) * mr, -(-cols // nr) * nr), a.dtype)
+    with machine.numba_threads(threads) as n, slp_vectorizer():
+        # whole tiles; and every thread at least one block of rows when A is short
+        per_thread = -(-rows // n)  # rows per thread, rounded up
+        mc = mr * max(1, min(tiles.mc // mr, -(-per_thread // mr)))
+        nc = nr * max(1, tiles.nc // nr)
+        if a.size and b.size:
+            blocks(a, b, c, mc, tiles.kc, nc, mr, nr)
     return c if c.shape == (rows, cols) else np.ascontiguousarray(c[:rows, :cols])
 
 
@@ -496,6 +705,13 @@ def _registry() -> dict[str, Kernel]:
             "packed blocks + 4x4 register tile, SIMD (fastmath), one thread",
         ),
         Kernel(
+            "numba-outer",
+            "numba",
+            functools.partial(outer_packed_matmul, threads=1),
+            "packed slivers + 8x8 outer-product micro-kernel (Goto/BLIS), no fastmath, "
+            "one thread",
+        ),
+        Kernel(
             "numba-ikj-parallel",
             "numba",
             ikj_parallel_matmul,
@@ -507,6 +723,13 @@ def _registry() -> dict[str, Kernel]:
             "numba",
             packed_matmul,
             "packed blocks + 4x4 register tile, SIMD, prange over row blocks",
+            parallel=True,
+        ),
+        Kernel(
+            "numba-outer-parallel",
+            "numba",
+            outer_packed_matmul,
+            "packed slivers + 8x8 outer-product micro-kernel, prange over row blocks",
             parallel=True,
         ),
         Kernel(

@@ -60,6 +60,51 @@ def test_packed_with_small_tiles_covers_every_edge(shape, simd, threads):
     )
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES[2:], ids=lambda s: "x".join(map(str, s)))
+def test_outer_product_kernel_with_small_tiles_covers_every_edge(shape, threads):
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    a, b = operands(*shape)
+    tiles = Tiles(mc=8, kc=16, nc=16)  # several blocks of 8 x 8 tiles in every dimension
+    c = kernels.outer_packed_matmul(a, b, tiles=tiles, threads=threads)
+    assert_matmul(c, a, b, rtol=1e-10)
+
+
+@numba.njit(fastmath={"contract"})
+def micro_kernel_2x8(a_sliver, b_sliver, c, i, j):
+    c0, c1 = kernels.load_row(c, i, j), kernels.load_row(c, i + 1, j)
+    for p in range(a_sliver.shape[0]):
+        c0 = kernels.axpy_row(c0, a_sliver[p, 0], b_sliver[p])
+        c1 = kernels.axpy_row(c1, a_sliver[p, 1], b_sliver[p])
+    kernels.store_row(c, i, j, c0)
+    kernels.store_row(c, i + 1, j, c1)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_outer_driver_takes_another_micro_kernel(threads):
+    threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    a, b = operands(13, 17, 11)
+    c = kernels.outer_packed_matmul(
+        a, b, threads=threads, micro_kernel=micro_kernel_2x8, mr=2, nr=8
+    )
+    assert_matmul(c, a, b, rtol=1e-10)
+    # the library's own kernel always gets its own tile, whatever mr and nr say
+    c = kernels.outer_packed_matmul(a, b, micro_kernel=kernels.outer_micro_kernel, mr=3)
+    assert_matmul(c, a, b, rtol=1e-10)
+
+
+def test_the_outer_product_kernel_reorders_no_sums():
+    assert kernels.outer_micro_kernel.targetoptions["fastmath"] == {"contract"}
+    assert kernels.KERNELS["numba-outer"].summary.endswith("no fastmath, one thread")
+
+
+def test_slp_vectorizer_is_switched_on_only_inside_the_block():
+    before = numba.config.SLP_VECTORIZE
+    with kernels.slp_vectorizer():
+        assert numba.config.SLP_VECTORIZE == 1
+    assert numba.config.SLP_VECTORIZE == before
+
+
 @pytest.mark.parametrize("tile", [1, 3, 5, 64])
 @pytest.mark.parametrize("views", [False, True])
 def test_tiled_with_tiles_that_do_not_divide_the_sizes(tile, views):
@@ -113,7 +158,14 @@ def test_empty_dimensions_give_zeros(name, shape):
 
 @pytest.mark.parametrize(
     "name",
-    ["python-ijk", "numba-ikj", "numba-tiled", "numba-packed", "numba-ikj-parallel"],
+    [
+        "python-ijk",
+        "numba-ikj",
+        "numba-tiled",
+        "numba-packed",
+        "numba-outer",
+        "numba-ikj-parallel",
+    ],
 )
 def test_every_hand_written_kernel_validates(name):
     a, b = operands(3, 4, 5)
@@ -151,6 +203,10 @@ def test_bad_options_are_named():
         Tiles(mc=8, kc=0, nc=8)
     with pytest.raises(ValueError, match="unknown kernel 'nope'"):
         kernels.kernel("nope")
+    with pytest.raises(ValueError, match="mr and nr must be positive integers"):
+        kernels.outer_packed_matmul(a, b, micro_kernel=micro_kernel_2x8, mr=0)
+    with pytest.raises(TypeError, match="micro_kernel must be a numba.njit function"):
+        kernels.outer_packed_matmul(a, b, micro_kernel=lambda *args: None, mr=2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,6 +219,9 @@ def test_tile_sizes_follow_the_caches():
     assert kernels.tile_sizes("float32", caches) == Tiles(mc=128, kc=1024, nc=4096)
     tiny = kernels.tile_sizes("float64", {"L1d": 1024, "L2": 1024, "L3": 1024})
     assert tiny == Tiles(mc=kernels.MR, kc=16, nc=kernels.NR)
+    # the outer-product kernel's 8-wide slivers of B: half as deep to fill the same half of L1
+    outer = kernels.tile_sizes("float64", caches, mr=8, nr=8)
+    assert outer == Tiles(mc=256, kc=256, nc=8192)
     assert isinstance(kernels.tile_sizes(), Tiles) and kernels.default_tile() % 8 == 0
 
 
