@@ -287,12 +287,40 @@ def optim_summary(rows: list[Row]) -> list[str]:
                 f"{r['params']:,}",
                 r["impl"],
                 seconds(r["median_s"]),
-                f"{r['bytes_allocated_per_step']:,}",
+                "n/a"
+                if r["bytes_allocated_per_step"] is None
+                else f"{r['bytes_allocated_per_step']:,}",
                 times(r["speedup_over_torch_fused"]),
             ]
             for r in ladder
         ],
     )
+
+
+def gpt_summary(rows: list[Row]) -> list[str]:
+    steps = [r for r in rows if r.get("kind") == "step"]
+    out = table(
+        ["step", "what it is", "time per step", "vs the fast scalar step"],
+        [
+            [
+                r["impl"],
+                r.get("what", ""),
+                seconds(r["median_s"]),
+                times(r.get("speedup_vs_scalar_fast")),
+            ]
+            for r in steps
+        ],
+    )
+    batches = [r for r in rows if r.get("kind") == "batch" and r.get("tokens_per_s")]
+    for dtype in sorted({r["dtype"] for r in batches}):
+        best = max(
+            (r for r in batches if r["dtype"] == dtype), key=lambda r: r["tokens_per_s"]
+        )
+        out.append(
+            f"Training throughput, {dtype}: at most {best['tokens_per_s']:,.0f} tokens "
+            f"per second, at batch {best['batch']}.\n"
+        )
+    return out
 
 
 SUMMARIES: dict[str, tuple[str, Callable[[list[Row]], list[str]]]] = {
@@ -305,6 +333,7 @@ SUMMARIES: dict[str, tuple[str, Callable[[list[Row]], list[str]]]] = {
     "blas": ("BLAS (chapter 06)", blas_summary),
     "gpu": ("The GPU (chapter 07)", gpu_summary),
     "optim": ("Optimizers (chapter 08)", optim_summary),
+    "gpt": ("A GPT made of matrices (chapter 09)", gpt_summary),
 }
 
 
