@@ -45,7 +45,9 @@ def model_parameters(
     return params
 
 
-def _torch_step(config: GPTConfig, seed: int, **flags: Any) -> Callable[[], Any]:
+def _torch_step(
+    config: GPTConfig, seed: int, threads: int | None, **flags: Any
+) -> Callable:
     import torch
 
     tensors = [
@@ -54,7 +56,18 @@ def _torch_step(config: GPTConfig, seed: int, **flags: Any) -> Callable[[], Any]
     for t, p in zip(tensors, model_parameters(config, seed)):
         t.grad = torch.tensor(p.grad)
     opt = torch.optim.AdamW(tensors, **SETTINGS, **flags)
-    return opt.step
+    if threads is None:
+        return opt.step
+
+    def step() -> None:  # on as many threads as ours, for a like-for-like time
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            opt.step()
+        finally:
+            torch.set_num_threads(before)
+
+    return step
 
 
 def _value_step(config: GPTConfig, seed: int) -> Callable[[], Any]:
@@ -75,7 +88,13 @@ def ladder_cases(
     config: GPTConfig, seed: int = 0, scalar: bool = True
 ) -> dict[str, Callable[[], Any]]:
     """name -> a callable doing one optimizer step (AdamW, microgpt's betas) on the config's
-    weights. scalar=False leaves out the loop over Values (too slow for large models)."""
+    weights. scalar=False leaves out the loop over Values (too slow for large models).
+
+    Below optim.PARALLEL_MIN parameters our kernel runs on one thread, and torch's steps are
+    given one thread too; above it, both run on all. There the fused kernel also runs on one
+    thread, to compare with numpy's rungs (which always run on one)."""
+    parallel = config.num_params() >= optim.PARALLEL_MIN
+    torch_threads = None if parallel else 1
     cases: dict[str, Callable[[], Any]] = {}
     if scalar:
         cases["scalar Values (microgpt)"] = _value_step(config, seed)
@@ -89,12 +108,20 @@ def ladder_cases(
     cases["numba fused, no check"] = optim.AdamW(
         params, check_finite=False, **SETTINGS
     ).step
+    if parallel:
+        fused = optim.AdamW(model_parameters(config, seed, flat=True), **SETTINGS)
+
+        def fused_one_thread() -> None:
+            with machine.numba_threads(1):
+                fused.step()
+
+        cases["numba fused, 1 thread"] = fused_one_thread
     for label, flags in (
         ("torch for-loop", {"foreach": False}),
         ("torch foreach", {"foreach": True}),
         ("torch fused", {"fused": True}),
     ):
-        cases[label] = _torch_step(config, seed, **flags)
+        cases[label] = _torch_step(config, seed, torch_threads, **flags)
     return cases
 
 
@@ -109,7 +136,9 @@ def ladder_rows(
     """Each implementation's step timed on its own, with its peak bytes allocated per step.
 
     gbytes_per_s counts the 7 arrays an Adam step must move (read p, g, m, v; write p, m, v);
-    with bandwidth_gbs (machine.measure_bandwidth) it is also a percentage of it.
+    with bandwidth_gbs (machine.measure_bandwidth's median) it is also a percentage of it.
+    bytes_allocated_per_step is None for torch's rungs: torch allocates through its own
+    allocator, which tracemalloc does not see.
     """
     n = config.num_params()
     cases = ladder_cases(config, seed, scalar)
@@ -123,7 +152,9 @@ def ladder_rows(
             for name, fn in cases.items()
         }
         allocated = {
-            name: bench.peak_allocation(fn, repeats=2) for name, fn in cases.items()
+            name: bench.peak_allocation(fn, repeats=2)
+            for name, fn in cases.items()
+            if not name.startswith("torch")
         }
     rows = []
     for name, t in timings.items():
@@ -134,7 +165,7 @@ def ladder_rows(
             "params": n,
             "ms_per_step": 1e3 * t.median_s,
             **t.as_row(),
-            "bytes_allocated_per_step": allocated[name],
+            "bytes_allocated_per_step": allocated.get(name),
             "gbytes_per_s": moved / t.median_s / 1e9,
         }
         if bandwidth_gbs:
@@ -266,6 +297,7 @@ def suite_optim(options: bench.SuiteOptions) -> list[dict[str, Any]]:
         {
             "kind": "bandwidth",
             "gbytes_per_s": bandwidth["gbytes_per_s"],
+            "median_gbytes_per_s": bandwidth["median_gbytes_per_s"],
             "threads": bandwidth["threads"],
             "bytes": bandwidth["bytes"],
         }
@@ -275,7 +307,7 @@ def suite_optim(options: bench.SuiteOptions) -> list[dict[str, Any]]:
             config,
             repeats=options.rounds,
             scalar=scalar,
-            bandwidth_gbs=bandwidth["gbytes_per_s"],
+            bandwidth_gbs=bandwidth["median_gbytes_per_s"],  # medians on both sides
         )
     for kind in ("SGD", "Adam", "AdamW"):
         settings = (
@@ -371,6 +403,11 @@ def check_warmup_cosine(schedule: Callable[[int, float, int, int, float], float]
                     f"{got!r}, expected {expected(step)!r}"
                 )
     return "matches optim.warmup_cosine_lr at every step"
+
+
+def reference_adam_bytes(n: int, itemsize: int) -> int:
+    """The exercise's answer: read p, g, m, v and write p, m, v."""
+    return 7 * n * itemsize
 
 
 def check_adam_bytes(bytes_moved: Callable[[int, int], int]) -> str:
