@@ -130,3 +130,20 @@ def test_the_prose_check_catches_a_typed_figure(tmp_path):
         "'88% of the peak'",
     ]
     assert all(line.startswith("99_made_up.ipynb: cell ") for line in found)
+
+
+def test_a_numpy_scalar_glued_is_caught(tmp_path):
+    output = {
+        "output_type": "display_data",
+        "metadata": {"scrapbook": {"name": "x"}},
+        "data": {notebook_tools.GLUE_TEXT: "np.float64(1.5)"},
+    }
+    nb = {
+        "cells": [
+            {"cell_type": "code", "execution_count": 1, "outputs": [output], "source": ""}
+        ],
+        "metadata": {"microgpt": {"modules": {}}},
+    }
+    path = tmp_path / "00_x.ipynb"
+    path.write_text(json.dumps(nb))
+    assert any("glues 'x' as a numpy scalar" in p for p in notebook_tools.problems(path))

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 PACKAGE = "microgpt_lib"
 METADATA_KEY = "microgpt"
+GLUE_TEXT = (
+    "application/papermill.record/text/plain"  # where myst-nb's glue keeps a value
+)
 
 # Printed by a last, unsaved cell: the library modules this kernel imported.
 PROBE = (
@@ -113,6 +116,15 @@ def problems(path: Path) -> list[str]:
             if output.get("output_type") == "error":
                 found.append(
                     f"cell {index} stores an error output ({output.get('ename')})"
+                )
+            glued = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            value = "".join(output.get("data", {}).get(GLUE_TEXT, ""))
+            if glued and value.startswith(
+                "np."
+            ):  # numpy 2's scalar repr: {glue:text} fails
+                found.append(
+                    f"cell {index} glues {glued!r} as a numpy scalar ({value[:30]}): "
+                    "glue float(...) instead"
                 )
     modules = nb.get("metadata", {}).get(METADATA_KEY, {}).get("modules")
     if not modules:
