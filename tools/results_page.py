@@ -108,9 +108,15 @@ def matmul_intro_summary(rows: list[Row]) -> list[str]:
     return table(["N", "Python loops", "numpy", "numpy is"], out)
 
 
+def peaks_with_warnings(rows: list[Row]) -> list[Row]:
+    """The peak rows measured while other programs used the cores (they say so)."""
+    return [r for r in rows if r.get("family") == "peak" and r.get("warning")]
+
+
 def matmul_summary(rows: list[Row]) -> list[str]:
     """The ladder at each of a few sizes: every kernel at its own thread count, float64."""
     memory = [r for r in rows if r.get("family") == "memory"]
+    memory_and_peaks = [r for r in rows if r.get("family") in ("memory", "peak")]
     rows = bench.with_percent_of_peak(
         [r for r in rows if r.get("dtype") == "float64" and "n" in r], rows
     )
@@ -139,6 +145,11 @@ def matmul_summary(rows: list[Row]) -> list[str]:
                 ]
                 for r in at_n
             ],
+        )
+    for r in peaks_with_warnings(memory_and_peaks):
+        out.append(
+            f"Note: {r['warning']} (the {r['dtype']} peak on {r['threads']} threads); "
+            "percentages of that peak come out too high.\n"
         )
     for r in memory:
         out.append(
@@ -237,7 +248,12 @@ def blas_summary(rows: list[Row]) -> list[str]:
     if not sweep:
         return []
     library = sweep[0].get("library", "")
-    return [f"BLAS library: {library}.\n"] + table(
+    notes = [
+        f"Note: {r['warning']} (the {r['dtype']} peak on {r['threads']} threads); "
+        "percentages of that peak come out too high.\n"
+        for r in peaks_with_warnings(rows)
+    ]
+    return [f"BLAS library: {library}.\n", *notes] + table(
         ["dtype", "threads", "N", "GFLOP/s", "% of peak"],
         [
             [
