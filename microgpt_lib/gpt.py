@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -46,7 +45,15 @@ import numpy as np
 from . import optim
 from .bench import check_dtype, run_command_line
 from .config import GPTConfig, GPTParams, TrainConfig, init_weights, param_shapes
-from .data import CharTokenizer, load_documents, load_names, shuffled
+from .data import CharTokenizer, shuffled
+from .scalar_gpt import (
+    TrainLog,
+    add_run_arguments,
+    check_sampling,
+    check_tokenizer,
+    read_run,
+    softmax_floats,
+)
 from .tensor import Tensor, cross_entropy, linear, no_grad, rmsnorm, softmax
 
 # --------------------------------------------------------------------------------------------
@@ -290,19 +297,6 @@ def train_step(
     return StepStats(out.item(), t1 - t0, t2 - t1, t3 - t2, batch.tokens)
 
 
-@dataclass
-class TrainLog:
-    steps: list[StepStats]
-
-    @property
-    def losses(self) -> list[float]:
-        return [s.loss for s in self.steps]
-
-    @property
-    def median_ms(self) -> float:
-        return 1e3 * statistics.median(s.total_s for s in self.steps)
-
-
 def batches(
     order: Sequence[str], tokenizer: CharTokenizer, config: GPTConfig, batch_size: int
 ):
@@ -332,11 +326,7 @@ def train(
     """microgpt's loop on batches: Adam, the learning rate decaying linearly to 0.
 
     ``step_fn(model, opt, batch, lr)`` is the step to run (``train_step`` by default)."""
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {tokenizer.vocab_size} tokens, the model "
-            f"{model.config.vocab_size}"
-        )
+    check_tokenizer(model, tokenizer)
     if not docs:
         raise ValueError("no documents to train on")
     from tqdm.auto import tqdm
@@ -364,11 +354,8 @@ def train(
 
 def next_token(logits: np.ndarray, temperature: float, rng: random.Random) -> int:
     """Chapter 02's draw: softmax(logits / temperature), then ``rng.choices``."""
-    z = [float(v) / temperature for v in logits]
-    top = max(z)
-    exps = [math.exp(v - top) for v in z]
-    total = sum(exps)
-    return rng.choices(range(len(exps)), weights=[e / total for e in exps])[0]
+    probs = softmax_floats([float(v) / temperature for v in logits])
+    return rng.choices(range(len(probs)), weights=probs)[0]
 
 
 def sample(
@@ -381,14 +368,8 @@ def sample(
     """``count`` names, one token at a time until BOS or block_size tokens, as chapter 02
     samples (same draws from the same generator). No KV cache: each new token reruns the whole
     prefix, which at 16 positions costs less than the bookkeeping a cache would."""
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-        raise ValueError(f"count must be an int >= 0, got {count!r}")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not temperature > 0
-    ):
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    check_sampling(count, temperature)
+    check_tokenizer(model, tokenizer)
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     names = []
     with no_grad():
@@ -798,16 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m microgpt_lib.gpt",
         description="Train microgpt as a GPT made of matrices (numpy Tensors) and sample.",
     )
-    parser.add_argument(
-        "--steps", type=int, default=TrainConfig().steps, help="training steps"
-    )
-    parser.add_argument(
-        "--data",
-        help="a text file with one document per line (default: the names dataset)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=42, help="document order, then weights, then sampling"
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--batch", type=int, default=1, help="documents per step (1: microgpt)"
     )
@@ -818,12 +790,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="tensor",
         help="which step to run",
     )
-    parser.add_argument(
-        "--samples", type=int, default=20, help="names to sample after training"
-    )
-    parser.add_argument(
-        "--temperature", type=float, default=0.5, help="sampling temperature"
-    )
     return parser
 
 
@@ -832,17 +798,7 @@ def main(argv: list[str] | None = None) -> TrainLog:
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error(f"--batch must be >= 1, got {args.batch}")
-    if args.samples < 0:
-        parser.error(f"--samples must be >= 0, got {args.samples}")
-    if not args.temperature > 0:
-        parser.error(f"--temperature must be > 0, got {args.temperature}")
-    try:
-        recipe = TrainConfig(steps=args.steps, seed=args.seed)
-        docs = load_documents(args.data) if args.data else load_names()
-        tokenizer = CharTokenizer.from_documents(docs)
-        config = GPTConfig(vocab_size=tokenizer.vocab_size)
-    except (ValueError, TypeError, OSError) as error:
-        parser.error(str(error))
+    recipe, docs, tokenizer, config = read_run(parser, args)
     model, order, rng = start_run(docs, config, recipe.seed, args.dtype)
     print(
         f"{len(docs):,} documents | vocabulary {config.vocab_size} | "

@@ -407,7 +407,9 @@ def train_step(
 
 @dataclass
 class TrainLog:
-    steps: list[StepStats]
+    """A run's steps (chapter 09's training loop keeps its own StepStats in it too)."""
+
+    steps: list[Any]  # each with .loss and .total_s
 
     @property
     def losses(self) -> list[float]:
@@ -418,8 +420,9 @@ class TrainLog:
         return 1e3 * statistics.median(s.total_s for s in self.steps)
 
 
-def check_tokenizer(model: ScalarGPT, tokenizer: CharTokenizer) -> None:
-    """Raise if the tokenizer's ids do not fit the model's embedding and output tables."""
+def check_tokenizer(model: Any, tokenizer: CharTokenizer) -> None:
+    """Raise if the tokenizer's ids do not fit the model's embedding and output tables (any
+    model with a ``config``: chapter 09's too)."""
     if tokenizer.vocab_size != model.config.vocab_size:
         raise ValueError(
             f"the tokenizer has {tokenizer.vocab_size} tokens, "
@@ -540,16 +543,10 @@ def sample(
 # command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m microgpt_lib.scalar_gpt",
-        description="Train microgpt (a GPT made of scalar Values) and sample from it.",
-    )
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training command line shares (chapter 09's adds its own)."""
     parser.add_argument(
-        "--steps",
-        type=int,
-        default=TrainConfig().steps,
-        help="training steps, one document each",
+        "--steps", type=int, default=TrainConfig().steps, help="training steps"
     )
     parser.add_argument(
         "--data",
@@ -562,23 +559,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seeds the one random stream: document order, then weights, then sampling",
     )
     parser.add_argument(
-        "--impl",
-        choices=sorted(IMPLEMENTATIONS),
-        default="fast",
-        help="which step to run",
-    )
-    parser.add_argument(
         "--samples", type=int, default=20, help="documents to sample after training"
     )
     parser.add_argument(
         "--temperature", type=float, default=0.5, help="sampling temperature (> 0)"
     )
-    return parser
 
 
-def main(argv: list[str] | None = None) -> TrainLog:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def read_run(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[TrainConfig, list[str], CharTokenizer, GPTConfig]:
+    """(recipe, documents, tokenizer, model config) from ``add_run_arguments``' options; a bad
+    option or an unreadable file ends the program with ``parser.error`` naming it."""
     if args.samples < 0:
         parser.error(f"--samples must be >= 0, got {args.samples}")
     if not args.temperature > 0:
@@ -590,6 +582,28 @@ def main(argv: list[str] | None = None) -> TrainLog:
         config = GPTConfig(vocab_size=tokenizer.vocab_size)
     except (ValueError, TypeError, OSError) as error:
         parser.error(str(error))
+    return recipe, docs, tokenizer, config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m microgpt_lib.scalar_gpt",
+        description="Train microgpt (a GPT made of scalar Values) and sample from it.",
+    )
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--impl",
+        choices=sorted(IMPLEMENTATIONS),
+        default="fast",
+        help="which step to run",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> TrainLog:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    recipe, docs, tokenizer, config = read_run(parser, args)
     model, order, rng = start_run(docs, config, recipe.seed)
     print(
         f"{len(docs):,} documents | vocabulary {config.vocab_size} | "
