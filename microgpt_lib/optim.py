@@ -24,6 +24,7 @@ FloatingPointError before any weight is written.
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from typing import Any, Callable, Iterable, Sequence
 
 import numba
@@ -311,7 +312,7 @@ class Optimizer:
             if segment is not None and grad_segment is not None
             else None
         )
-        self._impl_for(group)  # fail now, not at the first step
+        impl = group["impl"] = self._impl_for(group)  # fail now, not at the first step
         size = segment.size if group["flat"] else 0
         group["buffers"] = {}  # name -> flat array (flat groups) ...
         group["state"] = {}  # parameter name -> {moment name: array}
@@ -327,19 +328,25 @@ class Optimizer:
                 )
                 group["state"].setdefault(name, {})[moment] = array
                 offset += data.size
-        # scratch for the in-place and foreach implementations (allocated once)
-        group["scratch"] = (
-            [np.empty_like(d) for d in datas],
-            [np.empty_like(d) for d in datas],
-        )
+        # scratch, allocated once and only where it is used: foreach works in two flat arrays,
+        # inplace in two per parameter; naive makes its temporaries, fused keeps them in registers
         group["flat_scratch"] = (
-            np.empty(size, datas[0].dtype),
-            np.empty(size, datas[0].dtype),
+            (np.empty(size, datas[0].dtype), np.empty(size, datas[0].dtype))
+            if impl == "foreach"
+            else None
+        )
+        group["scratch"] = (
+            ([np.empty_like(d) for d in datas], [np.empty_like(d) for d in datas])
+            if impl == "inplace"
+            else (repeat(None), repeat(None))
         )
 
     def zero_grad(self) -> None:
         """Set every gradient to zero, in place (the arrays stay the same objects)."""
         for group in self.param_groups:
+            if group["flat"] is not None:  # one contiguous buffer: one fill
+                group["flat"][1].fill(0.0)
+                continue
             for _, p in group["params"]:
                 p.grad.fill(0.0)
 
@@ -349,7 +356,7 @@ class Optimizer:
             self._check_finite(group)
         self.step_count += 1
         for group in self.param_groups:
-            self._step_group(group, self._impl_for(group))
+            self._step_group(group, group["impl"])
 
     @staticmethod
     def _check_finite(group: dict[str, Any]) -> None:
@@ -630,8 +637,10 @@ def clip_grad_norm(params: Any, max_norm: float, eps: float = 1e-6) -> float:
     grads = [p.grad for _, p in named_parameters(params)]
     norms = [math.sqrt(float(np.dot(g.reshape(-1), g.reshape(-1)))) for g in grads]
     total = math.sqrt(sum(n * n for n in norms))
-    if math.isfinite(total):
-        coefficient = min(1.0, max_norm / (total + eps))
+    coefficient = max_norm / (total + eps)
+    if (
+        math.isfinite(total) and coefficient < 1.0
+    ):  # torch multiplies by 1.0 too: same numbers
         for g in grads:
             np.multiply(g, coefficient, out=g)
     return total
