@@ -333,12 +333,11 @@ def train(
 
     step_fn = step_fn or train_step
     opt = make_optimizer(model, recipe)
-    schedule = optim.linear_decay_lr(recipe.lr, recipe.steps)
     log = TrainLog([])
     source = batches(docs, tokenizer, model.config, batch_size)
     bar = tqdm(range(recipe.steps), desc="training", unit="step", disable=not progress)
     for step in bar:
-        stats = step_fn(model, opt, next(source), schedule(step))
+        stats = step_fn(model, opt, next(source), recipe.lr_at(step))
         log.steps.append(stats)
         if progress:
             bar.set_postfix(loss=f"{stats.loss:.4f}", refresh=False)

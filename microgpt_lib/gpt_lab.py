@@ -32,11 +32,6 @@ STEPS = {
     "fused": "forward and backward by hand over whole arrays, no graph",
     "compiled": "the whole step as loops, compiled by numba",
 }
-MATRIX_STEPS = {
-    "tensor": gpt.train_step,
-    "fused": gpt.fused_step,
-    "compiled": gpt.compiled_step,
-}
 
 
 def graph_size(root: Tensor) -> tuple[int, int]:
@@ -87,8 +82,10 @@ def side_by_side(
         else:
             model = gpt.MatrixGPT.from_weights(config, weights)
             opt = gpt.make_optimizer(model, recipe)
-            runners[impl] = lambda tokens, lr, m=model, o=opt, f=MATRIX_STEPS[impl]: f(
-                m, o, gpt.make_batch([tokens], config), lr
+            runners[impl] = (
+                lambda tokens, lr, m=model, o=opt, f=gpt.IMPLEMENTATIONS[impl]: f(
+                    m, o, gpt.make_batch([tokens], config), lr
+                )
             )
     stats: dict[str, list[Any]] = {impl: [] for impl in impls}
     names = list(runners)
