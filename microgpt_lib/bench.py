@@ -85,6 +85,25 @@ class Timing:
         }
 
 
+def _no_sync() -> None:
+    pass
+
+
+def _sample(
+    fn: Callable[[], Any],
+    number: int,
+    sync: Callable[[], Any],
+    timer: Callable[[], float],
+) -> float:
+    """Seconds for ``number`` calls of fn in a row, with the device synced on both sides."""
+    sync()
+    start = timer()
+    for _ in range(number):
+        fn()
+    sync()
+    return timer() - start
+
+
 def measure(
     fn: Callable[[], Any],
     *,
@@ -108,15 +127,10 @@ def measure(
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0, got {warmup}")
-    sync = sync or (lambda: None)
+    sync = sync or _no_sync
 
     def sample(number: int) -> float:
-        sync()
-        start = timer()
-        for _ in range(number):
-            fn()
-        sync()
-        return timer() - start
+        return _sample(fn, number, sync, timer)
 
     for _ in range(warmup):
         fn()
@@ -160,14 +174,9 @@ def measure_interleaved(
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
-            number = numbers[name]
-            sample = measure(
-                lambda: [fn() for _ in range(number)],
-                warmup=0,
-                repeats=1,
-                sync=syncs[name],
-            )
-            times[name].append(sample.median_s / number)
+            number = numbers[name]  # the same loop that measure calibrated
+            seconds = _sample(fn, number, syncs[name] or _no_sync, time.perf_counter)
+            times[name].append(seconds / number)
     return {name: Timing.from_times(t, numbers[name]) for name, t in times.items()}
 
 
@@ -364,6 +373,7 @@ class GCMeter:
     """Counts the cyclic garbage collector's runs inside a ``with`` block, and their seconds.
 
     Uses ``gc.callbacks``, which Python calls at the start and the end of every collection.
+    Entered again, a meter counts on from where it stopped (a sum over several blocks).
     """
 
     def __init__(self) -> None:

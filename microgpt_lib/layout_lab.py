@@ -162,18 +162,22 @@ def matvec_rows(
     rows = []
     for n in sizes:
         a, x = rng.standard_normal((n, n)), rng.standard_normal(n)
-        s, xl, xa = storages(a), x.tolist(), array.array("d", x)
         flat = a.ravel()
-        calls = {
-            "python-nested": lambda: matvec_nested(s["nested lists"], xl),
-            "python-flat-list": lambda: matvec_flat(s["flat list"], n, n, xl),
-            "python-flat-array": lambda: matvec_flat(s["array.array"], n, n, xa),
+        calls = {}
+        if (
+            n <= python_max_n
+        ):  # the Python copies of a large matrix are gigabytes of objects
+            s, xl, xa = storages(a), x.tolist(), array.array("d", x)
+            calls = {
+                "python-nested": lambda: matvec_nested(s["nested lists"], xl),
+                "python-flat-list": lambda: matvec_flat(s["flat list"], n, n, xl),
+                "python-flat-array": lambda: matvec_flat(s["array.array"], n, n, xa),
+            }
+        calls |= {
             "numba-flat": lambda: matvec_numba(flat, n, n, x),
             "numba-flat-fastmath": lambda: matvec_numba(flat, n, n, x, fastmath=True),
             "numpy": lambda: a @ x,
         }
-        if n > python_max_n:
-            calls = {k: f for k, f in calls.items() if MATVEC_KERNELS[k][0] != "python"}
         with machine.limit_blas_threads(1):  # one core for every storage
             timings = bench.measure_interleaved(calls, repeats=rounds, min_time=0.01)
         for kernel, t in timings.items():

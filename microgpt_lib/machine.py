@@ -460,8 +460,10 @@ def measure_peak(
                 "default_vector_bits": bits,
                 "method": wide["method"] + "; compiled for the widest vectors",
             }
-    single, _ = _fma_rate(1, dtype, seconds)
-    everything, median = _fma_rate(threads, dtype, seconds)
+    single, single_median = _fma_rate(1, dtype, seconds)
+    everything, median = (
+        (single, single_median) if threads == 1 else _fma_rate(threads, dtype, seconds)
+    )
     peak = {
         "dtype": dtype,
         "source": "measured",
