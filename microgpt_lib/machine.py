@@ -41,6 +41,10 @@ from . import bench
 SETTINGS: dict[str, tuple[str, str]] = {  # name -> (default, what it does)
     "MICROGPT_FULL": ("0", "1: the bigger sweeps and longer runs (notebooks and suites)"),
     "MICROGPT_DEVICE": ("auto", "the torch device: auto, cuda, cuda:N, mps or cpu"),
+    "MICROGPT_MAKEMORE": (
+        "",
+        "path to makemore.py: the train suite times it beside ours",
+    ),
 }
 
 

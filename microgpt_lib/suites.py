@@ -27,6 +27,7 @@ SUITES: dict[str, str] = {
     "gpu": "microgpt_lib.device_lab:suite_gpu",
     "optim": "microgpt_lib.optim_lab:suite_optim",
     "gpt": "microgpt_lib.gpt_lab:suite_gpt",
+    "train": "microgpt_lib.train_lab:suite_train",
 }
 
 Suite = Callable[[bench.SuiteOptions], list[dict[str, Any]]]
