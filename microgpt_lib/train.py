@@ -1185,7 +1185,13 @@ def main(argv: list[str] | None = None) -> Any:
             return names
         settings = settings_from(argv)
         result = train(settings, progress=sys.stderr.isatty())
-    except (ValueError, TypeError, OSError, NonFiniteLossError) as error:
+    except (
+        ValueError,
+        TypeError,
+        OSError,
+        NonFiniteLossError,
+        devices.DeviceUnavailableError,
+    ) as error:
         raise SystemExit(f"error: {error}") from None
     if rank() == 0:
         names = sample_names(result.torch_model(), result.dataset.tokenizer, 10)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import bench, machine, train
+from . import device as devices
 from .config import GPTConfig, init_weights
 from .data import load_names
 
@@ -255,17 +256,6 @@ def kv_cache_rows(
     return rows
 
 
-_ITER_LINE = re.compile(r"^iter (\d+) \| loss ([0-9.naif]+) \| lr \S+ \| ([0-9.]+) ms$")
-
-
-def _run_cli(command: list[str], env: dict[str, str]) -> tuple[list[tuple], str]:
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    lines = [m.groups() for m in map(_ITER_LINE.match, done.stdout.splitlines()) if m]
-    return [(int(i), float(loss), float(ms)) for i, loss, ms in lines], done.stdout
-
-
 def torchrun_command() -> list[str]:
     """torchrun as installed beside this Python (the venv's), else on the PATH."""
     local = Path(sys.executable).with_name("torchrun")
@@ -276,26 +266,28 @@ def ddp_rows(
     args: Sequence[str], processes: Sequence[int] = (1, 2), threads_per_process: int = 1
 ) -> list[dict[str, Any]]:
     """The same command line in one process and under torchrun with N gloo processes (each
-    ``threads_per_process`` threads): losses and ms per step, from their printed lines."""
+    ``threads_per_process`` threads): every step's loss (from the last checkpoint's log, at
+    full precision) and ms per step. One evaluation at the end writes that checkpoint."""
+    settings = train.settings_from(args)
     rows, reference = [], None
     env = {**os.environ, "OMP_NUM_THREADS": str(threads_per_process)}
     for n in processes:
         with tempfile.TemporaryDirectory() as out:
             common = [
-                "-m",
-                "microgpt_lib.train",
-                *args,
-                "--log_interval=1",
-                f"--out_dir={out}",
-            ]
+                "-m", "microgpt_lib.train", *args, f"--eval_interval={settings.max_iters}",
+                "--eval_iters=1", f"--out_dir={out}",
+            ]  # fmt: skip
             if n == 1:
                 command = [sys.executable, *common]
             else:
                 command = [*torchrun_command(), "--nproc_per_node", str(n), *common]
             t0 = time.perf_counter()
-            lines, _ = _run_cli(command, env)
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
             wall = time.perf_counter() - t0
-        losses = [loss for _, loss, _ in lines]
+            if done.returncode:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+            steps = train.load_checkpoint(Path(out) / "last.pt")["log"]["steps"]
+        losses = [x["loss"] for x in steps]
         reference = reference or losses
         rows.append(
             {
@@ -303,7 +295,7 @@ def ddp_rows(
                 "processes": n,
                 "threads_per_process": threads_per_process,
                 "args": list(args),
-                "ms_per_step": statistics.median(ms for _, _, ms in lines[3:]),
+                "ms_per_step": statistics.median(x["ms"] for x in steps[3:]),
                 "wall_s": wall,
                 "losses": losses,
                 "max_loss_diff": max(abs(a - b) for a, b in zip(losses, reference)),
@@ -502,8 +494,9 @@ def check_micro_batches(split: Callable[[list, int, int, int], list]) -> str:
 def suite_train(options: bench.SuiteOptions) -> list[dict[str, Any]]:
     """Chapter 10 on this machine: step times per backend and dtype, the batch sweep, short runs
     (schedule, clipping, accumulation, bf16), torch.compile, the KV cache, DDP on 2 CPU
-    processes, makemore beside ours (when MICROGPT_MAKEMORE names makemore.py, its names.txt
-    beside it) and, unless quick, the names preset trained to the end."""
+    processes, the same steps on each GPU torch finds (CUDA, MPS), makemore beside ours (when
+    MICROGPT_MAKEMORE names makemore.py, with its names.txt beside it) and, unless quick, the
+    names preset trained to the end."""
     docs = load_names()
     quick = options.quick
     steps = options.steps or (5 if quick else 30)
@@ -524,6 +517,14 @@ def suite_train(options: bench.SuiteOptions) -> list[dict[str, Any]]:
     ]
     rows += ddp_rows(ddp_args)
     rows += ddp_rows(ddp_args, processes=(1,), threads_per_process=2)
+    for device in devices.available_devices():
+        if device == "cpu":
+            continue
+        dtypes = ["float32", "bfloat16"] + (["float16"] if device == "cuda" else [])
+        variants = [("torch", d) for d in dtypes]
+        rows += step_rows(docs, steps=steps, variants=variants, device=device)
+        rows += batch_rows(docs, options.sizes or (32, 256, 1024), device=device)
+        rows += kv_cache_rows(repeats=1 if quick else 5, device=device)
     makemore = machine.setting("MICROGPT_MAKEMORE")
     if makemore:
         script = Path(makemore)

@@ -402,6 +402,10 @@ def test_the_command_line_trains_checkpoints_and_samples(tmp_path, words_file):
     assert len(sampled.stdout.splitlines()) == 3
     bad = cli("--n_embd=7")
     assert bad.returncode != 0 and "divisible by n_head" in bad.stderr
+    if not torch.cuda.is_available():
+        absent = cli(*TINY_ARGS, f"--data={words_file}", "--device=cuda")
+        assert absent.returncode != 0 and absent.stderr.startswith("error: ")
+        assert "Traceback" not in absent.stderr
     missing = cli("sample", f"--ckpt={tmp_path / 'nope.pt'}")
     assert missing.returncode != 0 and "no checkpoint at" in missing.stderr
     assert "--learning_rate" in cli("--help").stdout

@@ -109,7 +109,7 @@ def test_ddp_rows_agree_across_processes(tmp_path):
     words.write_text("\n".join(WORDS) + "\n")
     args = [
         f"--data={words}", "--n_layer=1", "--n_embd=8", "--n_head=2", "--batch_size=8",
-        "--max_iters=6", "--warmup_iters=1", "--eval_interval=0", "--dtype=float64",
+        "--max_iters=6", "--warmup_iters=1", "--dtype=float64",
     ]  # fmt: skip
     one, two = train_lab.ddp_rows(args)
     assert (one["processes"], two["processes"]) == (1, 2)

@@ -339,6 +339,50 @@ def gpt_summary(rows: list[Row]) -> list[str]:
     return out
 
 
+def train_summary(rows: list[Row]) -> list[str]:
+    steps = [r for r in rows if r.get("kind") == "step"]
+    out = table(
+        ["preset", "backend", "device", "dtype", "time per step", "tokens/s"],
+        [
+            [
+                r["preset"],
+                r["backend"],
+                r["device"],
+                r["dtype"],
+                seconds(r["median_s"]),
+                f"{r['tokens_per_s']:,.0f}",
+            ]
+            for r in steps
+        ],
+    )
+    for r in rows:
+        if r.get("kind") == "names-run":
+            reached = (
+                f"; validation loss 2.0 reached after {r['val_2_0_at_s']:.0f} s"
+                if r.get("val_2_0_at_s") is not None
+                else ""
+            )
+            out.append(
+                f"The names preset, {r['max_iters']:,} steps: {r['seconds']:.0f} s of "
+                f"training, best validation loss {r['best_val']:.3f}{reached}.\n"
+            )
+    kv = [r for r in rows if r.get("kind") == "kv-cache" and r["prompt"] == 1]
+    if kv:
+        widest = max(kv, key=lambda r: r["batch"])
+        out.append(
+            f"KV cache, block size {widest['block_size']}, {widest['batch']} sequences from "
+            f"BOS: {times(widest['speedup'])} than recomputing the prefix.\n"
+        )
+    makemore = {r["impl"]: r for r in rows if r.get("kind") == "makemore"}
+    for r in makemore.values():
+        if "speedup_vs_makemore" in r:
+            out.append(
+                f"Against makemore's transformer on the same shape: "
+                f"{times(r['speedup_vs_makemore'])} per step.\n"
+            )
+    return out
+
+
 SUMMARIES: dict[str, tuple[str, Callable[[list[Row]], list[str]]]] = {
     "peak": ("The machine's peak (chapter 00)", peak_summary),
     "matmul-intro": ("Python loops vs numpy (chapter 00)", matmul_intro_summary),
@@ -350,6 +394,7 @@ SUMMARIES: dict[str, tuple[str, Callable[[list[Row]], list[str]]]] = {
     "gpu": ("The GPU (chapter 07)", gpu_summary),
     "optim": ("Optimizers (chapter 08)", optim_summary),
     "gpt": ("A GPT made of matrices (chapter 09)", gpt_summary),
+    "train": ("Training for real (chapter 10)", train_summary),
 }
 
 
