@@ -635,9 +635,8 @@ class TorchBackend:
             return self.step_model(idx)
         try:
             return self.step_model(idx)
-        except (
-            Exception
-        ) as error:  # torch._dynamo wraps every backend failure differently
+        # torch._dynamo wraps each backend's failure in a different exception type
+        except Exception as error:
             reason = str(error).strip().splitlines()[0][:200] if str(error) else ""
             print(
                 f"torch.compile does not work here ({type(error).__name__}: {reason}); "
@@ -829,6 +828,8 @@ def process_group(device: str) -> Iterator[None]:
         yield
         return
     use_nccl = device in ("cuda", "auto") and torch.cuda.is_available()
+    if use_nccl:  # one GPU per process, before NCCL starts
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.distributed.init_process_group("nccl" if use_nccl else "gloo")
     try:
         yield

@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -97,7 +98,13 @@ def execute(path: Path, timeout: int = 1200) -> float:
     modules = json.loads(
         "".join(o.get("text", "") for o in probe.outputs if o.get("name") == "stdout")
     )
-    nb.metadata[METADATA_KEY] = {"modules": {m: module_hash(m) for m in modules}}
+    nb.metadata[METADATA_KEY] = {
+        "modules": {m: module_hash(m) for m in modules},
+        # how long the stored run took, kernel start to last cell: the chapter's stated
+        # running time is checked against it (tests/test_notebooks.py)
+        "seconds": round(seconds, 1),
+        "cores": os.cpu_count(),
+    }
     tmp = path.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
     tmp.replace(path)
