@@ -1,6 +1,7 @@
 """Stored notebook outputs must come from one clean run against the current library code."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,54 @@ def test_a_numpy_scalar_glued_is_caught(tmp_path):
     path = tmp_path / "00_x.ipynb"
     path.write_text(json.dumps(nb))
     assert any("glues 'x' as a numpy scalar" in p for p in notebook_tools.problems(path))
+
+
+MINUTES = {"a": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_chapter_opens_with_what_it_builds_measures_and_needs(path):
+    """The first cell says what the reader builds, measures, and how long it runs on what; the
+    stated time bounds the stored run's (recorded by `make execute`)."""
+    nb = json.loads(path.read_text())
+    opening = "".join(nb["cells"][0]["source"])
+    for label in (
+        "**What you build:**",
+        "**What you measure:**",
+        "**Time and hardware:**",
+    ):
+        assert label in opening, f"{path.name}: the first cell needs a {label} line"
+    stated = re.search(r"\*\*Time and hardware:\*\* under (\w+) minutes?", opening)
+    assert stated and stated.group(1) in MINUTES, (
+        f"{path.name}: say the running time as 'under N minutes'"
+    )
+    recorded = nb["metadata"].get("microgpt", {}).get("seconds")
+    assert recorded is not None, (
+        f"{path.name}: no recorded running time: run make execute"
+    )
+    assert recorded < 60 * MINUTES[stated.group(1)], (
+        f"{path.name} says under {stated.group(1)} minute(s); its stored run took "
+        f"{recorded:.0f} s"
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_chapter_ends_with_its_summary_and_exercises(path):
+    headings = [
+        line
+        for cell in json.loads(path.read_text())["cells"]
+        if cell["cell_type"] == "markdown"
+        for line in "".join(cell["source"]).splitlines()
+        if line.startswith("## ")
+    ]
+    assert headings[-2:] == ["## Summary", "## Exercises"], (
+        f"{path.name} ends with {headings[-2:]}"
+    )
+
+
+def test_the_gallery_is_generated_from_the_recorded_results():
+    from tools import gallery
+
+    assert (ROOT / "book" / "gallery.md").read_text() == gallery.render(draw=False), (
+        "book/gallery.md is out of date: run `make results`"
+    )
