@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -413,13 +411,14 @@ def test_the_command_line_trains_checkpoints_and_samples(tmp_path, words_file):
 
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_losses_of_one(tmp_path, words_file):
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    from microgpt_lib.train_lab import torchrun_command
+
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     common = [*TINY_ARGS, f"--data={words_file}"]
     one = cli(*common, f"--out_dir={tmp_path / 'one'}", env=env)
     assert one.returncode == 0, one.stderr
     two = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "-m", "microgpt_lib.train", *common,
+        [*torchrun_command(), "--nproc_per_node", "2", "-m", "microgpt_lib.train", *common,
          f"--out_dir={tmp_path / 'two'}"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip

@@ -132,8 +132,6 @@ def local_asset(url: str) -> Path | None:
         name = spec.rsplit("@", 1)[0] if spec.count("@") > spec.startswith("@") else spec
         path = asset_root(name) / unquote(rest)
         return path if name in PACKAGES and path.is_file() else None
-    if parts.netloc == "cdnjs.cloudflare.com" and "/require.js/" in parts.path:
-        return asset_root("requirejs") / "require.js"
     return None
 
 

@@ -157,7 +157,7 @@ def test_cdn_urls_map_to_the_local_packages():
         "https://cdn.jsdelivr.net/npm/@jupyter-widgets/html-manager@1.0.6/dist/embed-amd.js"
     )
     require_js = book.local_asset(
-        "https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.4/require.min.js"
+        "https://cdn.jsdelivr.net/npm/requirejs@2.3.4/require.js"
     )
     require(
         all(p is not None for p in (mathjax, manager, require_js)),
