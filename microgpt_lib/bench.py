@@ -535,18 +535,21 @@ def bytes_per_instance(make: Callable[[], Any], count: int = 1000) -> float:
 # result files
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside the target, then rename: readers never see half a file."""
+def atomic_write(path: Path, content: str | bytes) -> None:
+    """Write to a temporary file beside the target, flush it to disk, then rename over the
+    target: readers never see half a file, and a crash mid-write leaves the old one whole."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(
-            tmp, 0o666 & ~umask
-        )  # mkstemp makes the file private; a result is for everyone
+        # mkstemp makes the file private; a result (or a checkpoint) is for everyone
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import difflib
 import hashlib
+import io
 import math
 import os
 import random
@@ -50,6 +51,7 @@ from torch import nn
 
 from . import device as devices
 from . import gpt, optim, tensor
+from .bench import atomic_write
 from .config import GPTConfig, GPTParams, init_weights, param_shapes
 from .data import CharTokenizer, load_documents, load_names, train_val_split
 
@@ -853,20 +855,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write atomically: a temporary file beside ``path``, flushed to disk, then renamed over
-    it. A crash mid-write leaves the previous checkpoint whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Serialise, then write atomically (``bench.atomic_write``: a temporary file beside
+    ``path``, flushed to disk, renamed over it). A crash mid-write leaves the previous
+    checkpoint whole."""
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

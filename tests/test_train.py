@@ -268,14 +268,23 @@ def test_checkpoint_holds_what_a_resume_needs(tmp_path):
 def test_the_atomic_write_survives_a_failure_mid_write(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     train.save_checkpoint({"format": train.CHECKPOINT_FORMAT, "iter_num": 1}, path)
+    real_fsync = os.fsync
 
-    def broken_save(obj, f):
-        f.write(b"PK\x03\x04 half a zip file")
+    def disk_full(fd):  # the new bytes are in the temporary file when the disk gives out
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError, match="disk full"):
         train.save_checkpoint({"format": train.CHECKPOINT_FORMAT, "iter_num": 2}, path)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+
+    def broken_save(obj, f):  # serialising fails half-way: nothing reaches the disk
+        f.write(b"PK\x03\x04 half a zip file")
+        raise RuntimeError("cannot pickle")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        train.save_checkpoint({"format": train.CHECKPOINT_FORMAT, "iter_num": 3}, path)
     assert train.load_checkpoint(path)["iter_num"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left
 
