@@ -54,6 +54,7 @@ from . import gpt, optim, tensor
 from .bench import atomic_write
 from .config import GPTConfig, GPTParams, init_weights, param_shapes
 from .data import CharTokenizer, load_documents, load_names, train_val_split
+from .scalar_gpt import check_sampling, check_tokenizer
 
 # --------------------------------------------------------------------------------------------
 # the settings of a run
@@ -297,7 +298,8 @@ def settings_from(
 
 
 def rmsnorm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    return x * torch.rsqrt((x * x).mean(dim=-1, keepdim=True) + eps)
+    """x / sqrt(mean(x^2) + eps) over the channels: chapter 09's RMSNorm, no gain."""
+    return F.rms_norm(x, (x.shape[-1],), eps=eps)
 
 
 @dataclass
@@ -440,18 +442,21 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 # sampling
 
 
-def _draw(
-    logits: torch.Tensor,
-    temperature: float,
-    top_k: int,
-    generator: torch.Generator | None,
+def top_k_logits(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's k largest logits (and any tied with the k-th) kept, the rest -inf; a copy."""
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
+def sampling_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
 ) -> torch.Tensor:
+    """The distribution the next token is drawn from: softmax(logits / temperature) over each
+    row's top_k most likely tokens (0: all of them), 0 elsewhere."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
     if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)
+        logits = top_k_logits(logits, top_k)
+    return torch.softmax(logits, dim=-1)
 
 
 @torch.inference_mode()  # no_grad, and no version counters either: less overhead per op
@@ -485,7 +490,8 @@ def generate(
     step_input = prompt
     for _ in range(max_new_tokens):
         logits = model(step_input if use_cache else tokens, cache)[:, -1]
-        nxt = _draw(logits, temperature, top_k, generator)
+        probs = sampling_probs(logits, temperature, top_k)
+        nxt = torch.multinomial(probs, 1, generator=generator)
         tokens = torch.cat([tokens, nxt], dim=1)
         step_input = nxt
     return tokens
@@ -501,12 +507,10 @@ def sample_names(
     use_cache: bool = True,
 ) -> list[str]:
     """``count`` documents at once, each from BOS until the next BOS (or block_size)."""
-    if count < 1:
-        raise ValueError(f"count must be >= 1, got {count}")
-    if model.config.vocab_size != tokenizer.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {tokenizer.vocab_size} ids, the model {model.config.vocab_size}"
-        )
+    check_sampling(count, temperature)
+    check_tokenizer(model, tokenizer)
+    if count == 0:
+        return []
     device = model.wte.device
     generator = torch.Generator(device=device).manual_seed(seed)
     prompt = torch.full((count, 1), tokenizer.bos, dtype=torch.long, device=device)
@@ -605,15 +609,11 @@ class TorchBackend:
         self.step_model = self._wrap(
             torch.compile(self.model) if s.compile else self.model
         )
-        named = list(self.model.named_parameters())
+        # chapter 08's rule (nanoGPT's): every matrix decays, vectors and scalars do not
         groups = [
-            {
-                "params": [p for _, p in named if p.dim() >= 2],
-                "weight_decay": s.weight_decay,
-            },
-            {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0},
+            {"params": [p for _, p in g["params"]], "weight_decay": g["weight_decay"]}
+            for g in optim.decay_groups(self.model.named_parameters(), s.weight_decay)
         ]
-        groups = [g for g in groups if g["params"]]
         kwargs = dict(lr=s.learning_rate, betas=(s.beta1, s.beta2), eps=s.eps)
         try:
             self.optimizer = torch.optim.AdamW(groups, fused=True, **kwargs)
@@ -919,12 +919,10 @@ def model_from_checkpoint(
 class RunLog:
     """What a run did: one row per step, one per evaluation. Plain numbers (checkpointed)."""
 
-    steps: list[dict[str, float]] = field(
-        default_factory=list
-    )  # iter, loss, lr, ms, seconds
-    evals: list[dict[str, float]] = field(
-        default_factory=list
-    )  # iter, train, val, seconds
+    # per step: iter, loss, lr, norm (before clipping; nan without it), ms, tokens
+    steps: list[dict[str, float]] = field(default_factory=list)
+    # per evaluation: iter, train, val (mean loss per token), seconds of training so far
+    evals: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def losses(self) -> list[float]:
@@ -1076,7 +1074,8 @@ def _train(settings, documents, progress, verbose, on_step) -> RunResult:
         t0 = time.perf_counter()
         lr = schedule(it)
         docs = step_documents(dataset.train, it, s.batch_size)
-        weight = 1.0 / real_tokens(docs, s.block_size)
+        tokens = real_tokens(docs, s.block_size)
+        weight = 1.0 / tokens
         parts = micro_batches(docs, micro, me, world)
         loss = sum(
             backend.micro_step(b, weight, a == micro - 1) for a, b in enumerate(parts)
@@ -1098,7 +1097,9 @@ def _train(settings, documents, progress, verbose, on_step) -> RunResult:
         backend.synchronize()
         ms = 1e3 * (time.perf_counter() - t0)
         elapsed += ms / 1e3
-        log.steps.append({"iter": it, "loss": loss, "lr": lr, "norm": norm, "ms": ms})
+        log.steps.append(
+            {"iter": it, "loss": loss, "lr": lr, "norm": norm, "ms": ms, "tokens": tokens}
+        )
         if progress:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         if it % s.log_interval == 0 or it == s.max_iters - 1:

@@ -8,7 +8,7 @@ kv_cache_rows(...)      generation tokens/s with and without the KV cache, per p
 ddp_rows(...)           one process against torchrun with N gloo processes, same settings
 makemore_rows(...)      makemore's transformer timed on this machine beside ours
 names_run(...)          the ``names`` preset trained to the end: its curve and samples
-check_top_k, check_lr_schedule, check_micro_batches   the exercises' checkers
+check_top_k, check_sampling_probs, check_micro_batches   the exercises' checkers
 suite_train(options)    ``python -m microgpt_lib.bench train``
 """
 
@@ -48,13 +48,7 @@ def _timed_run(
         )
     steps = result.log.steps[warmup:] or result.log.steps
     timing = bench.Timing.from_times([s["ms"] / 1e3 for s in steps])
-    tokens = statistics.mean(
-        train.real_tokens(
-            train.step_documents(result.dataset.train, s["iter"], settings.batch_size),
-            settings.block_size,
-        )
-        for s in steps
-    )
+    tokens = statistics.mean(s["tokens"] for s in steps)
     return {
         "ms_per_step": 1e3 * timing.median_s,
         **timing.as_row(),
@@ -401,12 +395,6 @@ def names_run(
 # exercises
 
 
-def reference_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep each row's k largest logits, set the rest to -inf (ties at the k-th: kept)."""
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, -math.inf)
-
-
 def check_top_k(top_k: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
     """Exercise: top-k filtering. Each row keeps its k largest logits unchanged, every other
     entry becomes -inf; the input is not modified."""
@@ -424,45 +412,38 @@ def check_top_k(top_k: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
             f"with k={k} each row should keep {k} logits, rows kept {kept.tolist()}: "
             "filter each row on its own k-th largest value, not the whole batch's"
         )
-        want = reference_top_k(logits, k)
+        want = train.top_k_logits(logits, k)
         assert torch.equal(got, want), "the kept logits must be the k largest, unchanged"
     return "check_top_k: the k largest logits of every row kept, the rest -inf (4 cases)"
 
 
-def reference_lr(it: int, lr: float, min_lr: float, warmup: int, decay: int) -> float:
-    """nanoGPT's get_lr (as TrainSettings.lr_schedule's cosine)."""
-    if it < warmup:
-        return lr * (it + 1) / (warmup + 1)
-    if it > decay:
-        return min_lr
-    ratio = (it - warmup) / (decay - warmup)
-    return min_lr + 0.5 * (1 + math.cos(math.pi * ratio)) * (lr - min_lr)
-
-
-def check_lr_schedule(get_lr: Callable[[int, float, float, int, int], float]) -> str:
-    """Exercise: warm-up + cosine, ``get_lr(it, lr, min_lr, warmup, decay)``, against the
-    library's schedule at every step of three settings (and past the end)."""
-    for lr, min_lr, warmup, decay in [
-        (1e-3, 1e-4, 10, 100),
-        (3e-3, 0.0, 0, 50),
-        (1.0, 0.5, 5, 6),
-    ]:
-        s = train.TrainSettings(
-            learning_rate=lr,
-            min_lr=min_lr,
-            warmup_iters=warmup,
-            lr_decay_iters=decay,
-            max_iters=decay,
-        )
-        ours = s.lr_schedule()
-        for it in range(decay + 5):
-            got, want = get_lr(it, lr, min_lr, warmup, decay), ours(it)
-            assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-15), (
-                f"step {it} (lr {lr}, min_lr {min_lr}, warmup {warmup}, decay {decay}): "
-                f"got {got}, expected {want}"
-                + (" - during warm-up the rate climbs linearly" if it < warmup else "")
+def check_sampling_probs(
+    probs: Callable[[torch.Tensor, float, int], torch.Tensor],
+) -> str:
+    """Exercise: ``probs(logits, temperature, top_k)``, the distribution a token is drawn
+    from: softmax(logits / temperature) over each row's top_k logits (0: all), 0 elsewhere.
+    Compared with ``train.sampling_probs`` at three temperatures, with and without top-k."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 27, generator=g, dtype=torch.float64) * 3
+    for temperature in (0.5, 1.0, 2.0):
+        for top_k in (0, 1, 5):
+            got = probs(logits.clone(), temperature, top_k)
+            want = train.sampling_probs(logits, temperature, top_k)
+            assert got.shape == want.shape, f"expected shape {tuple(want.shape)}"
+            sums = got.sum(dim=-1)
+            assert torch.allclose(sums, torch.ones_like(sums), atol=1e-9), (
+                f"temperature {temperature}, top_k {top_k}: rows sum to {sums.tolist()[:2]}, "
+                "not 1: after keeping the top k, the softmax must run over those alone"
             )
-    return "check_lr_schedule: warm-up, cosine and the floor match at every step (3 settings)"
+            assert torch.allclose(got.double(), want, rtol=1e-6, atol=1e-9), (
+                f"temperature {temperature}, top_k {top_k}: not the expected distribution"
+                + (
+                    " (a temperature above 1 must flatten it: divide the logits by it)"
+                    if temperature != 1.0
+                    else ""
+                )
+            )
+    return "check_sampling_probs: softmax(logits / T) over the top k (9 settings)"
 
 
 def check_micro_batches(split: Callable[[list, int, int, int], list]) -> str:

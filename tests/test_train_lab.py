@@ -144,8 +144,8 @@ def test_suite_runs_quick(suite_options, monkeypatch):
 # the exercises' checkers
 
 
-def test_check_top_k_passes_the_reference_and_the_library():
-    assert "4 cases" in train_lab.check_top_k(train_lab.reference_top_k)
+def test_check_top_k_passes_the_library():
+    assert "4 cases" in train_lab.check_top_k(train.top_k_logits)
 
 
 def test_check_top_k_fails_a_batch_wide_threshold():
@@ -166,16 +166,29 @@ def test_check_top_k_fails_an_in_place_answer():
         train_lab.check_top_k(in_place)
 
 
-def test_check_lr_schedule_passes_the_reference_and_fails_a_warmup_off_by_one():
-    assert "3 settings" in train_lab.check_lr_schedule(train_lab.reference_lr)
+def test_check_sampling_probs_passes_the_library():
+    assert "9 settings" in train_lab.check_sampling_probs(train.sampling_probs)
 
-    def off_by_one(it, lr, min_lr, warmup, decay):
-        if it < warmup:
-            return lr * it / warmup
-        return train_lab.reference_lr(it, lr, min_lr, warmup, decay)
 
-    with pytest.raises(AssertionError, match="warm-up the rate climbs"):
-        train_lab.check_lr_schedule(off_by_one)
+def test_check_sampling_probs_fails_a_temperature_that_multiplies():
+    def multiplied(logits, temperature, top_k):
+        return train.sampling_probs(
+            logits * temperature * temperature, temperature, top_k
+        )
+
+    with pytest.raises(AssertionError, match="divide the logits"):
+        train_lab.check_sampling_probs(multiplied)
+
+
+def test_check_sampling_probs_fails_top_k_without_renormalising():
+    def not_renormalised(logits, temperature, top_k):
+        p = torch.softmax(logits / temperature, dim=-1)
+        if top_k:
+            p = torch.where(torch.isfinite(train.top_k_logits(logits, top_k)), p, 0.0)
+        return p
+
+    with pytest.raises(AssertionError, match="not 1"):
+        train_lab.check_sampling_probs(not_renormalised)
 
 
 def test_check_micro_batches_passes_the_library_and_fails_overlapping_shares():
